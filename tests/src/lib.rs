@@ -1,0 +1,1 @@
+//! Privileged integration tests for mountscope live in `tests/`; this library is empty.
