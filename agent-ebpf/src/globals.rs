@@ -1,0 +1,104 @@
+//! Read-only globals the agent sets before loading: the lock address, kernel structure
+//! offsets from BTF, and filters. Each is read with `read_volatile` so the compiler cannot
+//! fold the zero initialiser into the code.
+
+use core::ptr::read_volatile;
+
+/// Address of `namespace_sem`; 0 disables every lock program.
+#[unsafe(no_mangle)]
+static NS_SEM_ADDR: u64 = 0;
+
+#[unsafe(no_mangle)]
+static OFF_RWSEM_OWNER: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TASK_PID: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TASK_TGID: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TASK_COMM: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TASK_NSPROXY: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_NSPROXY_MNT_NS: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_MNT_NS_INUM: u64 = 0;
+
+/// Trace only this process (thread group id); 0 traces all.
+#[unsafe(no_mangle)]
+static FILTER_TGID: u32 = 0;
+/// Trace only tasks in this cgroup v2 id; 0 traces all.
+#[unsafe(no_mangle)]
+static FILTER_CGROUP: u64 = 0;
+/// Trace only tasks in this mount namespace (inode number); 0 traces all.
+#[unsafe(no_mangle)]
+static FILTER_MNTNS: u64 = 0;
+
+/// Process whose lock contentions the calibration program records.
+#[unsafe(no_mangle)]
+static CALIB_TGID: u32 = 0;
+
+#[inline(always)]
+fn get<T: Copy>(value: &T) -> T {
+    // SAFETY: the reference points at a static that lives for the whole program.
+    unsafe { read_volatile(value) }
+}
+
+#[inline(always)]
+pub fn ns_sem_addr() -> u64 {
+    get(&NS_SEM_ADDR)
+}
+
+#[inline(always)]
+pub fn off_rwsem_owner() -> u64 {
+    get(&OFF_RWSEM_OWNER)
+}
+
+#[inline(always)]
+pub fn off_task_pid() -> u64 {
+    get(&OFF_TASK_PID)
+}
+
+#[inline(always)]
+pub fn off_task_tgid() -> u64 {
+    get(&OFF_TASK_TGID)
+}
+
+#[inline(always)]
+pub fn off_task_comm() -> u64 {
+    get(&OFF_TASK_COMM)
+}
+
+#[inline(always)]
+pub fn off_task_nsproxy() -> u64 {
+    get(&OFF_TASK_NSPROXY)
+}
+
+#[inline(always)]
+pub fn off_nsproxy_mnt_ns() -> u64 {
+    get(&OFF_NSPROXY_MNT_NS)
+}
+
+#[inline(always)]
+pub fn off_mnt_ns_inum() -> u64 {
+    get(&OFF_MNT_NS_INUM)
+}
+
+#[inline(always)]
+pub fn filter_tgid() -> u32 {
+    get(&FILTER_TGID)
+}
+
+#[inline(always)]
+pub fn filter_cgroup() -> u64 {
+    get(&FILTER_CGROUP)
+}
+
+#[inline(always)]
+pub fn filter_mntns() -> u64 {
+    get(&FILTER_MNTNS)
+}
+
+#[inline(always)]
+pub fn calib_tgid() -> u32 {
+    get(&CALIB_TGID)
+}

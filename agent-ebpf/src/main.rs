@@ -1,0 +1,29 @@
+//! mountscope's kernel programs: mount-family syscall latency, `namespace_sem` waits, holders
+//! and hold times, and the calibration that finds `namespace_sem`'s address.
+//!
+//! Every program aggregates into per-CPU maps first, so the figures stay exact when per-event
+//! records are dropped because the ring buffer is full.
+#![no_std]
+#![no_main]
+
+mod calibrate;
+mod events;
+mod exact;
+mod globals;
+mod hist;
+mod lock;
+mod maps;
+mod sampler;
+mod syscalls;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program that could reach a panic, so this never runs.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,88 @@
+//! Every map the programs share, with its key, value and the reason for its size.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use mountscope_common::{
+    CalibKey, HIST_BUCKETS, Inflight, LOCK_MODE_COUNT, LockStats, PendingWait, SYSCALL_COUNT,
+    SyscallStats, drop_slot, sampler_slot,
+};
+
+/// Threads that can be inside a traced syscall or a contention at once. Each thread holds at
+/// most one entry, so this bounds concurrent threads, not calls; 16384 is far above the thread
+/// count of any mount storm seen, and a full map is counted in `DROPS`.
+const MAX_THREADS: u32 = 16384;
+
+/// Thread id -> the traced syscall it is in. Inserted at enter, removed at exit.
+#[map]
+pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_THREADS, 0);
+
+/// Thread id -> its contention on `namespace_sem` in progress. Inserted at
+/// `contention_begin`, removed at `contention_end`.
+#[map]
+pub static PENDING_WAITS: HashMap<u32, PendingWait> = HashMap::with_max_entries(MAX_THREADS, 0);
+
+/// Syscall index -> call counters.
+#[map]
+pub static SYSCALL_STATS: PerCpuArray<SyscallStats> =
+    PerCpuArray::with_max_entries(SYSCALL_COUNT as u32, 0);
+
+/// Syscall index * `HIST_BUCKETS` + bucket -> calls with that latency.
+#[map]
+pub static SYSCALL_HIST: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries((SYSCALL_COUNT * HIST_BUCKETS) as u32, 0);
+
+/// Lock mode index -> contended acquisitions of `namespace_sem` and their wait.
+#[map]
+pub static WAIT_STATS: PerCpuArray<LockStats> =
+    PerCpuArray::with_max_entries(LOCK_MODE_COUNT as u32, 0);
+
+/// Lock mode index * `HIST_BUCKETS` + bucket -> waits with that duration.
+#[map]
+pub static WAIT_HIST: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries((LOCK_MODE_COUNT * HIST_BUCKETS) as u32, 0);
+
+/// Syscall index -> waits on `namespace_sem` made inside that syscall.
+#[map]
+pub static WAIT_BY_SYSCALL: PerCpuArray<LockStats> =
+    PerCpuArray::with_max_entries(SYSCALL_COUNT as u32, 0);
+
+/// Lock mode index -> exact holds of `namespace_sem` (fentry or kprobe tier only).
+#[map]
+pub static HOLD_STATS: PerCpuArray<LockStats> =
+    PerCpuArray::with_max_entries(LOCK_MODE_COUNT as u32, 0);
+
+/// Lock mode index * `HIST_BUCKETS` + bucket -> holds with that duration.
+#[map]
+pub static HOLD_HIST: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries((LOCK_MODE_COUNT * HIST_BUCKETS) as u32, 0);
+
+/// Syscall index -> exact holds made inside that syscall.
+#[map]
+pub static HOLD_BY_SYSCALL: PerCpuArray<LockStats> =
+    PerCpuArray::with_max_entries(SYSCALL_COUNT as u32, 0);
+
+/// `sampler_slot` -> cpu-clock samples, for the hold-time estimate.
+#[map]
+pub static SAMPLER: PerCpuArray<u64> = PerCpuArray::with_max_entries(sampler_slot::COUNT, 0);
+
+/// `drop_slot` -> events lost on the way to user space.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_slot::COUNT, 0);
+
+/// Per-event records (`mountscope_common::Event`, 120 bytes). 4 MiB holds about 35,000
+/// records, over a second of a mount storm between two drains 100 ms apart.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Thread id -> acquisition in progress of `namespace_sem` (exact tier): start of the wait
+/// or of the hold, and the lock mode.
+#[map]
+pub static EXACT_STATE: HashMap<u32, crate::exact::ExactState> =
+    HashMap::with_max_entries(MAX_THREADS, 0);
+
+/// (lock address, thread, flags) -> contentions, recorded only for the calibrating process.
+/// The calibration runs for about 50 ms with three threads, so a few thousand keys suffice.
+#[map]
+pub static CALIB: HashMap<CalibKey, u64> = HashMap::with_max_entries(8192, 0);
