@@ -1,1 +1,65 @@
-fn main() {}
+//! Developer tasks for mountscope: `cargo xtask <command>` (the alias is in `.cargo/config.toml`).
+
+mod build;
+mod command;
+mod install;
+mod privilege;
+mod run;
+mod setup;
+mod test;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Set-up, build, run, install and test tasks for mountscope")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the nightly rust-src component, bpf-linker and the Debian packages the tools and
+    /// tests use, and mount tracefs; each step is skipped when already done.
+    Setup(setup::Args),
+    /// Run `setup`, then build the `mountscope` binary with its eBPF programs.
+    Build(build::Args),
+    /// Run `setup`, build in release mode and run `mountscope` as root with the given arguments.
+    Run(run::Args),
+    /// Run `setup`, build in release mode and copy `mountscope` to `<prefix>/bin`.
+    Install(install::Args),
+    /// Run `setup`, the format and lint checks and all tests, including the privileged ones.
+    Test,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup(args) => setup::run(&args),
+        Command::Build(args) => build::run(&args).map(|_binary| ()),
+        Command::Run(args) => run::run(args),
+        Command::Install(args) => install::run(&args),
+        Command::Test => test::run(),
+    }
+}
+
+/// Returns the workspace root, the parent of this crate's directory.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask's manifest directory has a parent")
+}
+
+/// Returns a `cargo` command that runs in the workspace root.
+///
+/// It uses the `cargo` that started xtask when cargo sets `CARGO`, so the toolchain stays the one
+/// the developer picked.
+fn cargo() -> std::process::Command {
+    let program = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    let mut command = std::process::Command::new(program);
+    command.current_dir(workspace_root());
+    command
+}
