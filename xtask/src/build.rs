@@ -44,27 +44,29 @@ pub fn build(release: bool) -> Result<PathBuf> {
         cargo.arg("--release");
     }
 
-    let shown = command::display(&cargo);
-    eprintln!("    $ {shown}");
+    let command_line = command::display(&cargo);
+    eprintln!("    $ {command_line}");
     let mut child = cargo
         .spawn()
-        .with_context(|| format!("failed to start `{shown}`"))?;
+        .with_context(|| format!("failed to start `{command_line}`"))?;
     let stdout = child.stdout.take().context("cargo's stdout is not piped")?;
     let mut binary = None;
     for line in BufReader::new(stdout).lines() {
-        let line = line.with_context(|| format!("failed to read the output of `{shown}`"))?;
+        let line =
+            line.with_context(|| format!("failed to read the output of `{command_line}`"))?;
         if let Some(path) = executable(&line) {
             binary = Some(path);
         }
     }
     let status = child
         .wait()
-        .with_context(|| format!("failed to wait for `{shown}`"))?;
+        .with_context(|| format!("failed to wait for `{command_line}`"))?;
     if !status.success() {
-        bail!("`{shown}` failed ({status}); fix the errors above and run it again");
+        bail!("`{command_line}` failed ({status}); fix the errors above and run it again");
     }
 
-    let binary = binary.with_context(|| format!("`{shown}` reported no `{BINARY}` executable"))?;
+    let binary =
+        binary.with_context(|| format!("`{command_line}` reported no `{BINARY}` executable"))?;
     eprintln!("    built {}", binary.display());
     Ok(binary)
 }

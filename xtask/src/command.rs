@@ -31,32 +31,33 @@ pub fn display(command: &Command) -> String {
 /// Prints `command`, runs it with the terminal's stdin, stdout and stderr, and fails unless it
 /// exits with status 0.
 pub fn run(command: &mut Command) -> Result<()> {
-    let shown = display(command);
-    eprintln!("    $ {shown}");
+    let command_line = display(command);
+    eprintln!("    $ {command_line}");
     let status = command
         .status()
-        .with_context(|| format!("failed to start `{shown}`"))?;
+        .with_context(|| format!("failed to start `{command_line}`"))?;
     if !status.success() {
-        bail!("`{shown}` failed ({status})");
+        bail!("`{command_line}` failed ({status})");
     }
     Ok(())
 }
 
 /// Runs `command` without printing it and returns its stdout; the error contains its stderr.
 pub fn output(command: &mut Command) -> Result<String> {
-    let shown = display(command);
+    let command_line = display(command);
     let output = command
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("failed to start `{shown}`"))?;
+        .with_context(|| format!("failed to start `{command_line}`"))?;
     if !output.status.success() {
         bail!(
-            "`{shown}` failed ({}): {}",
+            "`{command_line}` failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    String::from_utf8(output.stdout).with_context(|| format!("`{shown}` printed invalid UTF-8"))
+    String::from_utf8(output.stdout)
+        .with_context(|| format!("`{command_line}` printed invalid UTF-8"))
 }
 
 /// Runs `command` silently and returns its stdout, or `None` if it could not start or failed.

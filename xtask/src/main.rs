@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the nightly rust-src component, bpf-linker and the Debian packages the tools and
-    /// tests use, and mount tracefs; each step is skipped when already done.
+    /// tests use, and mount tracefs. Steps that are already done are skipped.
     Setup(setup::Args),
     /// Run `setup`, then build the `mountscope` binary with its eBPF programs.
     Build(build::Args),

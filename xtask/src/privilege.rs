@@ -14,14 +14,14 @@ pub fn is_root() -> bool {
 /// Returns a command that runs `program` as root: directly when this process is root, through
 /// `sudo` otherwise.
 ///
-/// `what` names the task in the error returned when neither is possible.
-pub fn as_root(program: &str, what: &str) -> Result<Command> {
+/// `task` names the work in the error returned when neither is possible.
+pub fn as_root(program: &str, task: &str) -> Result<Command> {
     if is_root() {
         return Ok(Command::new(program));
     }
     if !command::in_path("sudo") {
         bail!(
-            "{what} needs root, but this is not root and `sudo` is not installed; run it as root"
+            "{task} needs root, but this is not root and `sudo` is not installed; run it as root"
         );
     }
     let mut command = Command::new("sudo");

@@ -39,9 +39,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     mountscope.args(&args.args);
 
-    let shown = command::display(&mountscope);
-    eprintln!("run: $ {shown}");
+    let command_line = command::display(&mountscope);
+    eprintln!("run: $ {command_line}");
     // `exec` returns only if it failed.
     let error = mountscope.exec();
-    bail!("failed to run `{shown}`: {error}")
+    bail!("failed to run `{command_line}`: {error}")
 }

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result};
 #[derive(clap::Args, Default)]
 pub struct Args {
     /// Check and install bpf-linker in `<DIR>/bin` (`cargo install --root <DIR>`) instead of the
-    /// `bpf-linker` found in `PATH`; builds use the one in `PATH`.
+    /// `bpf-linker` found in `PATH`. Builds still use the one in `PATH`.
     #[arg(long, value_name = "DIR")]
     pub bpf_linker_root: Option<PathBuf>,
 }

@@ -8,7 +8,7 @@ use crate::{command, privilege};
 
 pub const MOUNT_POINT: &str = "/sys/kernel/tracing";
 
-/// Mounts tracefs at [`MOUNT_POINT`] unless it is mounted there; when not root, prints a note
+/// Mounts tracefs at [`MOUNT_POINT`] unless it is mounted there. When not root, prints a note
 /// and carries on.
 pub fn ensure_mounted() -> Result<()> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
