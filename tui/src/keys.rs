@@ -59,7 +59,7 @@ pub const KEY_BINDINGS: &[KeyBinding] = &[
     KeyBinding {
         key: 's',
         label: "A/B",
-        description: "switch strategy A (per-layer binds) / B (common parent)",
+        description: "switch strategy: A per-layer binds, B common parent",
         action: Action::ToggleStrategy,
     },
     KeyBinding {

@@ -120,3 +120,74 @@ impl Timeline {
             .skip(self.points.len().saturating_sub(count))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mountscope_common::snapshot::{Drops, Latency, LockFigures, Snapshot, Tier, TierKind};
+
+    use super::*;
+
+    fn snapshot_at(time_unix_ms: u64) -> Snapshot {
+        Snapshot {
+            time_unix_ms,
+            interval_ms: 1000,
+            uptime_ms: 0,
+            kernel: String::new(),
+            tier: Tier {
+                kind: TierKind::ExactFentry,
+                reason: String::new(),
+            },
+            lock_address: None,
+            syscalls: Vec::new(),
+            lock_waits: Vec::new(),
+            lock_holds: Vec::new(),
+            hold_estimate: None,
+            holders_by_process: Vec::new(),
+            holders_by_cgroup: Vec::new(),
+            drops: Drops::default(),
+            drops_total: Drops::default(),
+            executor: None,
+        }
+    }
+
+    #[test]
+    fn timeline_keeps_last_minute() {
+        let mut timeline = Timeline::default();
+        for second in 0..90 {
+            timeline.push(&snapshot_at(second * 1000));
+        }
+        assert_eq!(timeline.len(), 60);
+    }
+
+    #[test]
+    fn timeline_restarts_when_clock_steps_back() {
+        let mut timeline = Timeline::default();
+        timeline.push(&snapshot_at(10_000));
+        timeline.push(&snapshot_at(5_000));
+        assert_eq!(timeline.len(), 1);
+    }
+
+    #[test]
+    fn series_holds_newest_points() {
+        let mut timeline = Timeline::default();
+        for second in 0..5 {
+            let mut snapshot = snapshot_at(second * 1000);
+            snapshot.lock_holds = vec![LockFigures {
+                mode: LockMode::Write,
+                count_total: 1,
+                count: 1,
+                rate_per_s: 1.0,
+                total_ns: second,
+                in_syscall: 0,
+                latency: Latency::default(),
+            }];
+            timeline.push(&snapshot);
+        }
+        assert_eq!(timeline.hold_series(3), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn per_second_scales_interval() {
+        assert_eq!(per_second(500, 500), 1000);
+    }
+}

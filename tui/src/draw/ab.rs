@@ -20,7 +20,7 @@ pub(super) fn draw_ab(frame: &mut Frame, area: Rect, executor: &ExecutorStatus) 
     if a.is_none() && b.is_none() {
         let text = vec![
             Line::styled("no steady figures yet;", label()),
-            Line::styled("press s to run the other strategy", label()),
+            Line::styled("press s to switch strategy", label()),
         ];
         frame.render_widget(Paragraph::new(text).block(block), area);
         return;

@@ -11,10 +11,15 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use super::{label, panel};
 use crate::format;
 
+/// Table width from which the count of waits shows next to their total time.
+const WAITS_COLUMN_FROM: u16 = 50;
+
 /// Draws holders by process on the left and by cgroup on the right.
 pub(super) fn draw_holders(frame: &mut Frame, area: Rect, snapshot: &Snapshot) {
     let [process_area, cgroup_area] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+            .spacing(1)
+            .areas(area);
 
     draw_holder_table(
         frame,
@@ -53,29 +58,30 @@ fn draw_holder_table(
     let mut ranked: Vec<&HolderFigures> = holders.iter().collect();
     ranked.sort_by_key(|holder| std::cmp::Reverse(holder.wait_ns));
 
+    // Below this width the waits column goes, so the holder name keeps about 18 columns.
+    let with_waits = area.width >= WAITS_COLUMN_FROM;
     let rows = ranked.into_iter().map(|holder| {
-        let syscall = holder.syscall.map_or("-", |s| s.name());
-        Row::new([
+        let mut cells = vec![
             Cell::from(name(holder)),
-            Cell::from(syscall),
-            Cell::from(Line::from(holder.waits.to_string()).right_aligned()),
-            Cell::from(Line::from(format::duration_ns(holder.wait_ns)).right_aligned()),
-        ])
+            Cell::from(holder.syscall.map_or("-", |s| s.name())),
+        ];
+        if with_waits {
+            cells.push(right(holder.waits.to_string()));
+        }
+        cells.push(right(format::duration_ns(holder.wait_ns)));
+        Row::new(cells)
     });
-    let header = Row::new([
-        Cell::from(holder_column),
-        Cell::from("in syscall"),
-        Cell::from(Line::from("waits").right_aligned()),
-        Cell::from(Line::from("wait").right_aligned()),
-    ])
-    .style(label().add_modifier(Modifier::UNDERLINED));
 
-    let widths = [
-        Constraint::Min(8),
-        Constraint::Length(13),
-        Constraint::Length(5),
-        Constraint::Length(6),
-    ];
+    let mut titles = vec![Cell::from(holder_column), Cell::from("in syscall")];
+    let mut widths = vec![Constraint::Min(8), Constraint::Length(14)];
+    if with_waits {
+        titles.push(right("waits".to_string()));
+        widths.push(Constraint::Length(5));
+    }
+    titles.push(right("wait".to_string()));
+    widths.push(Constraint::Length(6));
+
+    let header = Row::new(titles).style(label().add_modifier(Modifier::UNDERLINED));
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
@@ -96,4 +102,8 @@ fn cgroup_name(holder: &HolderFigures) -> String {
     holder
         .cgroup_id
         .map_or_else(|| holder.key.clone(), |id| id.to_string())
+}
+
+fn right(text: String) -> Cell<'static> {
+    Cell::from(Line::from(text).right_aligned())
 }

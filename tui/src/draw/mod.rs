@@ -89,10 +89,12 @@ fn draw_dashboard(frame: &mut Frame, area: Rect, snapshot: &Snapshot, timeline: 
     }
 }
 
-/// Splits a row 60/40, the widths at which the syscall table and the side panels fit at 80
-/// columns.
+/// Splits a row 60/40 with one blank column between, the widths at which the syscall table
+/// and the side panels fit at 80 columns.
 fn split_columns(area: Rect) -> [Rect; 2] {
-    Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area)
+    Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+        .spacing(1)
+        .areas(area)
 }
 
 /// A panel frame: a rule along the top carrying the title, no side borders, so narrow

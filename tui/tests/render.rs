@@ -1,0 +1,142 @@
+//! Frames drawn on ratatui's test backend from fixed snapshots, compared to the golden files
+//! under tests/snapshots, and checks of what each tier shows.
+
+mod common;
+
+use common::{
+    app_with, assert_golden, empty, estimate_with_executor, exact_no_executor, exact_with_executor,
+    minute_ending_with, render,
+};
+use mountscope_tui::{App, Event};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const SMALL: (u16, u16) = (80, 24);
+const LARGE: (u16, u16) = (120, 40);
+
+fn golden(name: &str, app: &App) {
+    for (columns, rows) in [SMALL, LARGE] {
+        let text = render(app, columns, rows);
+        assert_golden(&format!("{name}_{columns}x{rows}"), &text);
+    }
+}
+
+#[test]
+fn waiting_screen_golden() {
+    golden("waiting", &App::new());
+}
+
+#[test]
+fn estimate_with_executor_golden() {
+    let app = app_with(&minute_ending_with(&estimate_with_executor()));
+    golden("estimate_executor", &app);
+}
+
+#[test]
+fn exact_no_executor_golden() {
+    let app = app_with(&minute_ending_with(&exact_no_executor()));
+    golden("exact_no_exec", &app);
+}
+
+#[test]
+fn exact_paused_executor_golden() {
+    let app = app_with(&[exact_with_executor()]);
+    golden("exact_paused_executor", &app);
+}
+
+#[test]
+fn syscalls_only_golden() {
+    let app = app_with(&[empty()]);
+    golden("syscalls_only", &app);
+}
+
+#[test]
+fn help_popup_golden() {
+    let mut app = app_with(&[estimate_with_executor()]);
+    app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('?'),
+        KeyModifiers::NONE,
+    )));
+    golden("help", &app);
+}
+
+#[test]
+fn waiting_screen_says_waiting() {
+    let text = render(&App::new(), SMALL.0, SMALL.1);
+    assert!(text.contains("waiting for first snapshot"), "{text}");
+}
+
+#[test]
+fn estimate_tier_shows_estimate() {
+    let app = app_with(&[estimate_with_executor()]);
+    for (columns, rows) in [SMALL, LARGE] {
+        let text = render(&app, columns, rows);
+        assert!(text.contains("estimate"), "{columns}x{rows}:\n{text}");
+    }
+}
+
+#[test]
+fn estimate_tier_marks_held_share() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(text.contains("held for write 12.3% estimate"), "{text}");
+}
+
+#[test]
+fn estimate_tier_marks_hold_time() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(text.contains("write hold ≈123ms/s estimate"), "{text}");
+}
+
+#[test]
+fn exact_tier_never_shows_estimate() {
+    let app = app_with(&[exact_with_executor()]);
+    for (columns, rows) in [SMALL, LARGE] {
+        let text = render(&app, columns, rows);
+        assert!(!text.contains("estimate"), "{columns}x{rows}:\n{text}");
+    }
+}
+
+#[test]
+fn exact_tier_shows_hold_percentiles() {
+    let app = app_with(&[exact_no_executor()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(text.contains("write hold p50 90µs p99 1.4ms"), "{text}");
+}
+
+#[test]
+fn no_executor_hides_executor_panel() {
+    let app = app_with(&[exact_no_executor()]);
+    let text = render(&app, LARGE.0, LARGE.1);
+    assert!(!text.contains("executor"), "{text}");
+}
+
+#[test]
+fn no_executor_key_line_omits_executor_keys() {
+    let app = app_with(&[exact_no_executor()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    let key_line = text.lines().last().unwrap_or_default();
+    assert!(!key_line.contains("A/B"), "{key_line}");
+}
+
+#[test]
+fn key_line_fits_every_key_at_80_columns() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    let key_line = text.lines().last().unwrap_or_default();
+    assert!(key_line.contains("r reset"), "{key_line}");
+}
+
+#[test]
+fn drops_show_interval_and_total() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(text.contains("dropped 3 (19 total)"), "{text}");
+}
+
+#[test]
+fn ab_panel_shows_ratio_of_builds() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, LARGE.0, LARGE.1);
+    assert!(text.contains("2.41"), "{text}");
+}
