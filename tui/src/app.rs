@@ -1,5 +1,5 @@
 //! Pure TUI state: the latest snapshot, the timeline, help and status line. Every change goes
-//! through [`App::update`]; draw functions only read.
+//! through [`App::update`], and draw functions only read it.
 
 use mountscope_common::snapshot::{ExecutorSettings, Snapshot};
 use ratatui::crossterm::event::KeyEvent;
@@ -71,7 +71,7 @@ impl App {
         }
     }
 
-    /// Latest snapshot; `None` until the first arrives.
+    /// Returns the latest snapshot, or `None` until the first arrives.
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
     }
@@ -89,7 +89,7 @@ impl App {
         self.status.as_deref()
     }
 
-    /// Whether the executor was paused in the latest snapshot.
+    /// Returns whether the executor was paused in the latest snapshot.
     pub fn executor_paused(&self) -> bool {
         self.executor_paused
     }
@@ -175,8 +175,8 @@ impl App {
 
 /// Describes what an executor action will change, or why it cannot.
 ///
-/// NOTE: only the lower limit of one builder and one layer is checked here; any upper limit
-/// is the executor's to enforce.
+/// NOTE: only the lower limit of one builder and one layer is checked here, because any
+/// upper limit is the executor's to enforce.
 fn describe_change(action: Action, settings: &ExecutorSettings) -> Result<String, String> {
     let on_off = |enabled: bool| if enabled { "on" } else { "off" };
 

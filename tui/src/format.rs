@@ -62,7 +62,7 @@ pub fn uptime_ms(ms: u64) -> String {
     }
 }
 
-/// One decimal below 10, none above.
+/// Formats with one decimal below 10 and none above.
 fn significant(value: f64) -> String {
     if value < 10.0 {
         format!("{value:.1}")

@@ -2,7 +2,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-/// What a key asks for. The caller applies every action except [`Action::ToggleHelp`] and
+/// Request made by a key. The caller applies every action except [`Action::ToggleHelp`] and
 /// [`Action::Quit`], which the TUI handles itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -19,14 +19,15 @@ pub enum Action {
     TogglePause,
     /// Write the latest snapshot as JSON to a file of the caller's choosing.
     ExportSnapshot,
-    /// Reset the agent's statistics; the TUI clears its timeline at the same time.
+    /// Reset the agent's statistics. The TUI clears its timeline at the same time.
     ResetStatistics,
     ToggleHelp,
     Quit,
 }
 
 impl Action {
-    /// Whether the action changes the executor, so it means nothing in `--no-exec` mode.
+    /// Returns whether the action changes the executor, which does not run in `--no-exec`
+    /// mode.
     pub fn needs_executor(self) -> bool {
         matches!(
             self,
@@ -46,8 +47,8 @@ impl Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyBinding {
     pub key: char,
-    /// Short label for the key line; neighbouring rows with the same label share one entry
-    /// there, as in `+/- builders`.
+    /// Short label for the key line. Neighbouring rows with the same label share one entry
+    /// there, as in `+- builders`.
     pub label: &'static str,
     /// Sentence for the help popup.
     pub description: &'static str,
@@ -130,7 +131,7 @@ pub const KEY_BINDINGS: &[KeyBinding] = &[
     },
 ];
 
-/// Looks a key event up in [`KEY_BINDINGS`]; Ctrl-C maps to [`Action::Quit`].
+/// Looks a key event up in [`KEY_BINDINGS`], mapping Ctrl-C to [`Action::Quit`] as well.
 ///
 /// Key releases and keys with Ctrl or Alt held return `None`. Shift is accepted because
 /// terminals report it for `+`, `?` and the like on some layouts.

@@ -73,7 +73,7 @@ where
     }
 }
 
-/// Turns a terminal event into an [`Event`]; mouse, focus and paste events are ignored.
+/// Turns a terminal event into an [`Event`], ignoring mouse, focus and paste events.
 fn translate(event: TerminalEvent) -> Option<Event> {
     match event {
         TerminalEvent::Key(key) => Some(Event::Key(key)),

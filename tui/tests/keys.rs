@@ -187,7 +187,7 @@ fn export_returns_action_with_snapshot() {
 }
 
 #[test]
-fn export_before_first_snapshot_explains() {
+fn export_before_first_snapshot_ignored() {
     let mut app = App::new();
     assert_eq!(app.update(press(key_of(Action::ExportSnapshot))), None);
 }

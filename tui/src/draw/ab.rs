@@ -11,8 +11,8 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use super::{label, panel};
 use crate::format;
 
-/// Draws one row per figure with columns A, B and B/A; the running strategy's column
-/// header is reversed.
+/// Draws one row per figure with columns A, B and B/A. The running strategy's column header
+/// is shown in reverse video.
 pub(super) fn draw_ab(frame: &mut Frame, area: Rect, executor: &ExecutorStatus) {
     let block = panel(Span::raw(" A/B "));
     let (a, b) = (executor.last_a.as_ref(), executor.last_b.as_ref());

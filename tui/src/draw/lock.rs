@@ -42,7 +42,7 @@ pub(super) fn draw_lock(frame: &mut Frame, area: Rect, snapshot: &Snapshot, time
     draw_timeline(frame, timeline_area, timeline, estimate);
 }
 
-/// Why the snapshot has no lock figures, if it has none.
+/// Returns why the snapshot has no lock figures, or `None` when it has them.
 fn missing_figures(snapshot: &Snapshot) -> Option<&'static str> {
     if snapshot.tier.kind == TierKind::SyscallsOnly {
         return Some("no lock figures at this tier");
@@ -84,7 +84,7 @@ fn figure_lines(snapshot: &Snapshot) -> Vec<Line<'static>> {
     lines
 }
 
-/// A line such as `write wait p50 4.1µs p99 65µs`.
+/// Formats a line such as `write wait p50 4.1µs p99 65µs`.
 fn latency_line(figures: &LockFigures, what: &str) -> Line<'static> {
     let latency = &figures.latency;
     Line::from(vec![
@@ -108,7 +108,7 @@ fn held_line(share: f64, estimate: bool) -> Line<'static> {
     Line::from(spans)
 }
 
-/// The word every estimated figure carries.
+/// Returns the word that every estimated figure carries.
 fn estimate_word() -> Span<'static> {
     Span::styled("estimate", Style::new().fg(Color::Yellow))
 }

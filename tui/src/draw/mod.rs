@@ -97,8 +97,8 @@ fn split_columns(area: Rect) -> [Rect; 2] {
         .areas(area)
 }
 
-/// A panel frame: a rule along the top carrying the title, no side borders, so narrow
-/// terminals keep every column for figures.
+/// Builds a panel frame: a rule along the top carrying the title and no side borders, so
+/// narrow terminals keep every column for figures.
 fn panel(title: Span<'_>) -> Block<'_> {
     Block::new()
         .borders(Borders::TOP)

@@ -18,7 +18,7 @@ use mountscope_tui::{App, Event, draw};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-/// A snapshot at the estimate tier, executor running strategy A with both A/B sides known.
+/// Builds a snapshot at the estimate tier, executor running strategy A with both A/B sides known.
 pub fn estimate_with_executor() -> Snapshot {
     let mut snapshot = base(
         TierKind::ContentionEstimate,
@@ -49,7 +49,7 @@ pub fn estimate_with_executor() -> Snapshot {
     snapshot
 }
 
-/// A snapshot at the fentry tier with exact holds and no executor.
+/// Builds a snapshot at the fentry tier with exact hold figures and no executor.
 pub fn exact_no_executor() -> Snapshot {
     let mut snapshot = base(
         TierKind::ExactFentry,
@@ -62,7 +62,7 @@ pub fn exact_no_executor() -> Snapshot {
     snapshot
 }
 
-/// An exact-tier snapshot with the executor paused and no A/B figures yet.
+/// Builds an exact-tier snapshot with the executor paused and no A/B figures yet.
 pub fn exact_with_executor() -> Snapshot {
     let mut snapshot = exact_no_executor();
     let mut executor = executor();
@@ -75,7 +75,7 @@ pub fn exact_with_executor() -> Snapshot {
     snapshot
 }
 
-/// A snapshot taken right after start: no syscalls, no contention, no address.
+/// Builds a snapshot taken right after start: no syscalls, no contention, no address.
 pub fn empty() -> Snapshot {
     let mut snapshot = base(
         TierKind::SyscallsOnly,
@@ -88,7 +88,7 @@ pub fn empty() -> Snapshot {
     snapshot
 }
 
-/// The same snapshot `seconds` later, with waits scaled by `scale` so a timeline has shape.
+/// Copies the snapshot `seconds` later, with waits scaled by `scale` so a timeline has shape.
 pub fn later(snapshot: &Snapshot, seconds: u64, scale: f64) -> Snapshot {
     let mut later = snapshot.clone();
     later.time_unix_ms += seconds * 1000;
@@ -268,7 +268,7 @@ fn holder(
     }
 }
 
-/// An app that has received `snapshots` in order.
+/// Builds an app that has received `snapshots` in order.
 pub fn app_with(snapshots: &[Snapshot]) -> App {
     let mut app = App::new();
     for snapshot in snapshots {
@@ -277,7 +277,7 @@ pub fn app_with(snapshots: &[Snapshot]) -> App {
     app
 }
 
-/// A minute of snapshots ending at `last`, waits rising and falling.
+/// Builds a minute of snapshots ending at `last`, with waits rising and falling.
 pub fn minute_ending_with(last: &Snapshot) -> Vec<Snapshot> {
     let mut first = last.clone();
     first.time_unix_ms -= 59_000;
@@ -292,10 +292,11 @@ pub fn minute_ending_with(last: &Snapshot) -> Vec<Snapshot> {
 
 /// Renders `app` on a test backend and returns the lines, trailing spaces trimmed.
 pub fn render(app: &App, columns: u16, rows: u16) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(columns, rows)).expect("test backend");
+    let mut terminal =
+        Terminal::new(TestBackend::new(columns, rows)).expect("failed to create the test backend");
     terminal
         .draw(|frame| draw::draw(frame, app))
-        .expect("draw on test backend");
+        .expect("failed to draw on the test backend");
 
     let buffer = terminal.backend().buffer();
     let mut text = String::new();
@@ -309,7 +310,7 @@ pub fn render(app: &App, columns: u16, rows: u16) -> String {
     text
 }
 
-/// Compares `text` with `tests/snapshots/NAME.txt`; with `UPDATE_SNAPSHOTS=1` rewrites the
+/// Compares `text` with `tests/snapshots/NAME.txt`. With `UPDATE_SNAPSHOTS=1` it rewrites the
 /// file instead.
 pub fn assert_golden(name: &str, text: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
