@@ -1,0 +1,395 @@
+//! One container start: the lower layers attached with strategy A (one bind or idmapped mount
+//! per layer) or B (one mount of their common parent), the overlay mounted over them, the
+//! temporary mounts removed, the merged view checked, and the teardown.
+
+use std::{
+    fs, io,
+    os::fd::{AsFd as _, BorrowedFd},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use mountscope_common::snapshot::{MountApi, Strategy};
+
+use super::{
+    ExecutorError,
+    layers::Layer,
+    overlay::{self, OverlayApi, OverlayDirs},
+    syscalls,
+    verify::ViewCheck,
+};
+
+/// Everything one container start needs, fixed when it begins.
+pub(crate) struct BuildSpec<'a> {
+    pub strategy: Strategy,
+    pub mount_api: MountApi,
+    /// The stack, bottom first.
+    pub layers: &'a [Layer],
+    /// `<store>/snapshots`, the common parent of every layer's `fs` directory.
+    pub snapshots: &'a Path,
+    /// User namespace for idmapped layers and the host id that id 0 maps to; `None` for plain
+    /// bind mounts.
+    pub idmap: Option<(BorrowedFd<'a>, u32)>,
+    pub check: &'a ViewCheck,
+}
+
+/// Mount-family syscalls one container start makes, inspection pass included when `inspection`
+/// is set. Per build of N layers: layer mounts (A: N, B: 1, each 1 `mount` or, idmapped,
+/// `open_tree` + `mount_setattr` + `move_mount`), the overlay mount (1 `mount`, or N + 6 with
+/// fsconfig), one `umount2` per temporary mount, and one `umount2` of the overlay.
+pub fn syscalls_per_container_start(
+    strategy: Strategy,
+    layers: u32,
+    idmap: bool,
+    api: OverlayApi,
+    inspection: bool,
+) -> u64 {
+    let layers = u64::from(layers);
+    let temporary_mounts = match strategy {
+        Strategy::PerLayer => layers,
+        Strategy::CommonParent => 1,
+    };
+    let per_temporary_mount = if idmap { 3 } else { 1 };
+    let per_build = temporary_mounts * per_temporary_mount
+        + overlay::overlay_mount_syscalls(api, layers)
+        + temporary_mounts
+        + 1;
+    if inspection { 2 * per_build } else { per_build }
+}
+
+/// Where one container's directories live: `lower/` holds the temporary mount points, and
+/// `upper/`, `work/` and `merged/` belong to the overlay.
+pub(crate) struct ContainerDir {
+    pub root: PathBuf,
+}
+
+impl ContainerDir {
+    fn lower_root(&self) -> PathBuf {
+        self.root.join("lower")
+    }
+
+    /// Temporary mount points, bottom layer first: `lower/<index>` for strategy A, and the
+    /// single `lower` for strategy B.
+    fn temporary_mount_points(&self, strategy: Strategy, layers: usize) -> Vec<PathBuf> {
+        match strategy {
+            Strategy::PerLayer => (0..layers)
+                .map(|index| self.lower_root().join(format!("{index:03}")))
+                .collect(),
+            Strategy::CommonParent => vec![self.lower_root()],
+        }
+    }
+
+    /// The overlay's directories. Strategy B rewrites each layer's path to the same path under
+    /// the one temporary mount of the snapshots directory.
+    pub(crate) fn overlay_dirs(
+        &self,
+        strategy: Strategy,
+        layers: &[Layer],
+        snapshots: &Path,
+    ) -> OverlayDirs {
+        let mut lowers: Vec<PathBuf> = match strategy {
+            Strategy::PerLayer => self.temporary_mount_points(strategy, layers.len()),
+            Strategy::CommonParent => layers
+                .iter()
+                .map(|layer| {
+                    let relative = layer.fs.strip_prefix(snapshots).unwrap_or(&layer.fs);
+                    self.lower_root().join(relative)
+                })
+                .collect(),
+        };
+        lowers.reverse();
+        OverlayDirs {
+            lowers,
+            upper: self.root.join("upper"),
+            work: self.root.join("work"),
+            merged: self.root.join("merged"),
+        }
+    }
+}
+
+/// A mounted root filesystem. Dropping it without [`Rootfs::teardown`] detaches whatever is
+/// still mounted and removes the directories that are no longer mount points.
+pub(crate) struct Rootfs {
+    dir: PathBuf,
+    dirs: OverlayDirs,
+    temporary_mounts: Vec<PathBuf>,
+    mount_points: Vec<PathBuf>,
+    overlay_mounted: bool,
+}
+
+impl Rootfs {
+    pub(crate) fn merged(&self) -> &Path {
+        &self.dirs.merged
+    }
+
+    /// Unmounts the overlay and removes the container's directories.
+    pub(crate) fn teardown(mut self) -> Result<(), ExecutorError> {
+        syscalls::umount(&self.dirs.merged, 0)
+            .map_err(|e| ExecutorError::syscall("umount2(overlay)", &self.dirs.merged, e))?;
+        self.overlay_mounted = false;
+        self.remove_dirs()
+    }
+
+    /// Removes the container's directories. Mount points go with `rmdir`, which fails with
+    /// EBUSY rather than descend into a layer still mounted there; only `upper` and `work`,
+    /// never mount points, are removed recursively.
+    fn remove_dirs(&self) -> Result<(), ExecutorError> {
+        for dir in [&self.dirs.upper, &self.dirs.work] {
+            remove_tree(dir)?;
+        }
+        for dir in self.mount_points.iter().rev() {
+            remove_empty_dir(dir)?;
+        }
+        remove_empty_dir(&self.dirs.merged)?;
+        remove_empty_dir(&self.dir)
+    }
+}
+
+impl Drop for Rootfs {
+    fn drop(&mut self) {
+        let mut all_unmounted = true;
+        for target in self.temporary_mounts.drain(..).rev() {
+            all_unmounted &= syscalls::umount(&target, libc::MNT_DETACH).is_ok();
+        }
+        if self.overlay_mounted {
+            all_unmounted &= syscalls::umount(&self.dirs.merged, libc::MNT_DETACH).is_ok();
+            self.overlay_mounted = false;
+        }
+        if all_unmounted
+            && self.dir.exists()
+            && let Err(error) = self.remove_dirs()
+        {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                %error,
+                "failed to remove a container directory after a failed build"
+            );
+        }
+    }
+}
+
+fn remove_tree(path: &Path) -> Result<(), ExecutorError> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(ExecutorError::io("remove container directory", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn remove_empty_dir(path: &Path) -> Result<(), ExecutorError> {
+    match fs::remove_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(ExecutorError::io("remove container directory", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), ExecutorError> {
+    fs::create_dir_all(path).map_err(|e| ExecutorError::io("create container directory", path, e))
+}
+
+/// Attaches `source` at `target`: a bind mount, or an idmapped clone moved into place.
+fn attach_layer(
+    source: &Path,
+    target: &Path,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<(), ExecutorError> {
+    let Some(userns) = userns else {
+        return syscalls::bind_mount(source, target)
+            .map_err(|e| ExecutorError::syscall("mount(MS_BIND)", source, e));
+    };
+    let tree = syscalls::open_tree_clone(source)
+        .map_err(|e| ExecutorError::syscall("open_tree(OPEN_TREE_CLONE)", source, e))?;
+    syscalls::set_idmap(tree.as_fd(), userns)
+        .map_err(|e| ExecutorError::syscall("mount_setattr(MOUNT_ATTR_IDMAP)", source, e))?;
+    syscalls::move_mount_to(tree.as_fd(), target)
+        .map_err(|e| ExecutorError::syscall("move_mount", target, e))
+}
+
+/// Builds the root filesystem of one container in `dir`.
+pub(crate) fn build_rootfs(
+    spec: &BuildSpec<'_>,
+    dir: &ContainerDir,
+) -> Result<Rootfs, ExecutorError> {
+    let dirs = dir.overlay_dirs(spec.strategy, spec.layers, spec.snapshots);
+    let api = dirs.resolve_api(spec.mount_api)?;
+    let mount_points = dir.temporary_mount_points(spec.strategy, spec.layers.len());
+
+    let mut rootfs = Rootfs {
+        dir: dir.root.clone(),
+        dirs,
+        temporary_mounts: Vec::with_capacity(mount_points.len()),
+        mount_points: Vec::new(),
+        overlay_mounted: false,
+    };
+    for path in [&rootfs.dirs.upper, &rootfs.dirs.work, &rootfs.dirs.merged] {
+        create_dir(path)?;
+    }
+    rootfs.mount_points.push(dir.lower_root());
+    for point in &mount_points {
+        create_dir(point)?;
+        if point != &dir.lower_root() {
+            rootfs.mount_points.push(point.clone());
+        }
+    }
+
+    let userns = spec.idmap.map(|(fd, _)| fd);
+    let sources: Vec<&Path> = match spec.strategy {
+        Strategy::PerLayer => spec.layers.iter().map(|layer| layer.fs.as_path()).collect(),
+        Strategy::CommonParent => vec![spec.snapshots],
+    };
+    for (source, target) in sources.into_iter().zip(&mount_points) {
+        attach_layer(source, target, userns)?;
+        rootfs.temporary_mounts.push(target.clone());
+    }
+
+    overlay::mount_overlay(&rootfs.dirs, api)?;
+    rootfs.overlay_mounted = true;
+
+    // The overlay holds private clones of its lower layers, so the temporary mounts can go.
+    while let Some(target) = rootfs.temporary_mounts.pop() {
+        if let Err(e) = syscalls::umount(&target, 0) {
+            rootfs.temporary_mounts.push(target.clone());
+            return Err(ExecutorError::syscall("umount2(layer)", target, e));
+        }
+    }
+    Ok(rootfs)
+}
+
+/// Builds, checks and tears down one root filesystem without holding it, as runtimes do to
+/// read an image's `/etc/passwd` before the real start.
+fn inspect(spec: &BuildSpec<'_>, dir: &ContainerDir) -> Result<(), ExecutorError> {
+    let rootfs = build_rootfs(spec, dir)?;
+    spec.check
+        .verify(rootfs.merged(), spec.idmap.map(|(_, base)| base))?;
+    rootfs.teardown()
+}
+
+/// Starts one container: the inspection pass when asked, then build and check, `hold` for the
+/// container's lifetime, and teardown. Returns the build latency: from the start until the
+/// checked root filesystem is ready, inspection included, hold and teardown excluded.
+pub(crate) fn start_container(
+    spec: &BuildSpec<'_>,
+    inspection_dir: Option<&ContainerDir>,
+    dir: &ContainerDir,
+    hold: impl FnOnce(),
+) -> Result<Duration, ExecutorError> {
+    let started = Instant::now();
+    if let Some(inspection_dir) = inspection_dir {
+        inspect(spec, inspection_dir)?;
+    }
+
+    let rootfs = build_rootfs(spec, dir)?;
+    spec.check
+        .verify(rootfs.merged(), spec.idmap.map(|(_, base)| base))?;
+    let latency = started.elapsed();
+
+    hold();
+    rootfs.teardown()?;
+    Ok(latency)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_layer_plain_legacy_is_2n_plus_2() {
+        let count =
+            syscalls_per_container_start(Strategy::PerLayer, 20, false, OverlayApi::Legacy, false);
+        assert_eq!(count, 42);
+    }
+
+    #[test]
+    fn per_layer_idmap_legacy_is_4n_plus_2() {
+        let count =
+            syscalls_per_container_start(Strategy::PerLayer, 20, true, OverlayApi::Legacy, false);
+        assert_eq!(count, 82);
+    }
+
+    #[test]
+    fn common_parent_plain_legacy_is_4() {
+        let count = syscalls_per_container_start(
+            Strategy::CommonParent,
+            20,
+            false,
+            OverlayApi::Legacy,
+            false,
+        );
+        assert_eq!(count, 4);
+    }
+
+    #[test]
+    fn common_parent_idmap_legacy_is_6() {
+        let count = syscalls_per_container_start(
+            Strategy::CommonParent,
+            20,
+            true,
+            OverlayApi::Legacy,
+            false,
+        );
+        assert_eq!(count, 6);
+    }
+
+    #[test]
+    fn fsconfig_adds_n_plus_5() {
+        let count = syscalls_per_container_start(
+            Strategy::CommonParent,
+            20,
+            false,
+            OverlayApi::Fsconfig,
+            false,
+        );
+        assert_eq!(count, 4 + 25);
+    }
+
+    #[test]
+    fn inspection_doubles_count() {
+        let count =
+            syscalls_per_container_start(Strategy::PerLayer, 20, false, OverlayApi::Legacy, true);
+        assert_eq!(count, 84);
+    }
+
+    #[test]
+    fn common_parent_rewrites_lowerdirs() {
+        let dir = ContainerDir {
+            root: "/s/run/c".into(),
+        };
+        let layers = vec![
+            Layer {
+                id: "1".into(),
+                fs: "/s/snapshots/1/fs".into(),
+            },
+            Layer {
+                id: "2".into(),
+                fs: "/s/snapshots/2/fs".into(),
+            },
+        ];
+        let dirs = dir.overlay_dirs(Strategy::CommonParent, &layers, Path::new("/s/snapshots"));
+        let expected: Vec<PathBuf> =
+            vec!["/s/run/c/lower/2/fs".into(), "/s/run/c/lower/1/fs".into()];
+        assert_eq!(dirs.lowers, expected);
+    }
+
+    #[test]
+    fn per_layer_lowerdirs_top_first() {
+        let dir = ContainerDir {
+            root: "/r/c".into(),
+        };
+        let layers = vec![
+            Layer {
+                id: "1".into(),
+                fs: "/s/1/fs".into(),
+            },
+            Layer {
+                id: "2".into(),
+                fs: "/s/2/fs".into(),
+            },
+        ];
+        let dirs = dir.overlay_dirs(Strategy::PerLayer, &layers, Path::new("/s"));
+        let expected: Vec<PathBuf> = vec!["/r/c/lower/001".into(), "/r/c/lower/000".into()];
+        assert_eq!(dirs.lowers, expected);
+    }
+}

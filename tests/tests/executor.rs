@@ -1,0 +1,525 @@
+//! Privileged tests of the overlay executor: real overlays over real layers, built by builder
+//! threads in their own mount namespaces. Each test uses its own store under /tmp and checks
+//! that the test process's mount table is unchanged afterwards. They need root and skip with a
+//! message otherwise.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mountscope_agent::executor::{
+    Executor, ExecutorConfig, ExecutorError, ExecutorStats, OverlayApi,
+};
+use mountscope_common::snapshot::{MountApi, Strategy};
+
+/// Container starts each test waits for.
+const TARGET_BUILDS: u64 = 6;
+const BUILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: the executor tests need root to mount overlays");
+    }
+    root
+}
+
+fn mountinfo_lines() -> usize {
+    fs::read_to_string("/proc/self/mountinfo")
+        .expect("failed to read /proc/self/mountinfo")
+        .lines()
+        .count()
+}
+
+fn mountinfo_mentions(path: &Path) -> bool {
+    let text = fs::read_to_string("/proc/self/mountinfo").expect("failed to read mountinfo");
+    text.contains(path.to_str().expect("store path is UTF-8"))
+}
+
+/// A store directory that is removed when dropped.
+struct TempStore(PathBuf);
+
+impl TempStore {
+    fn new(name: &str) -> TempStore {
+        let path = PathBuf::from(format!(
+            "/tmp/mountscope-executor-{name}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        TempStore(path)
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(
+    store: &TempStore,
+    strategy: Strategy,
+    idmap: bool,
+    mount_api: MountApi,
+) -> ExecutorConfig {
+    let mut config = ExecutorConfig::new(&store.0);
+    config.settings.strategy = strategy;
+    config.settings.idmap = idmap;
+    config.settings.mount_api = mount_api;
+    config.settings.layers = 20;
+    config.settings.builders = 2;
+    config.files_per_layer = 4;
+    config
+}
+
+fn wait_for_builds(executor: &Executor, target: u64) -> ExecutorStats {
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    loop {
+        let stats = executor.stats();
+        if stats.builds_total + stats.failures_total >= target || Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs an executor until it made `TARGET_BUILDS` starts, then checks the figures of one case.
+fn check_builds(
+    name: &str,
+    strategy: Strategy,
+    idmap: bool,
+    mount_api: MountApi,
+    expected_api: OverlayApi,
+) {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new(name);
+    let mounts_before = mountinfo_lines();
+
+    let executor =
+        Executor::start(config(&store, strategy, idmap, mount_api)).expect("executor starts");
+    let control = executor.control();
+    let api = control.overlay_api().expect("overlay API resolves");
+    let expected_per_build = control
+        .expected_syscalls_per_build()
+        .expect("syscall count resolves");
+    wait_for_builds(&executor, TARGET_BUILDS);
+    control.set_paused(true);
+    executor.stop();
+    let stats = executor.stats();
+
+    assert_eq!(stats.last_error, None, "{name}: a build failed");
+    assert_eq!(stats.failures_total, 0, "{name}: failed builds");
+    assert!(
+        stats.builds_total >= TARGET_BUILDS,
+        "{name}: only {} builds",
+        stats.builds_total
+    );
+    assert_eq!(api, expected_api, "{name}: overlay API");
+    assert_eq!(
+        stats.mount_syscalls_total,
+        stats.builds_total * expected_per_build,
+        "{name}: mount syscalls differ from {expected_per_build} per build"
+    );
+    assert_eq!(
+        control.take_build_latencies().len() as u64,
+        stats.builds_total,
+        "{name}: latencies"
+    );
+    assert_eq!(
+        mountinfo_lines(),
+        mounts_before,
+        "{name}: host mount table changed"
+    );
+    assert!(
+        !mountinfo_mentions(&store.0),
+        "{name}: a store path is mounted in the host namespace"
+    );
+}
+
+#[test]
+fn per_layer_bind_legacy() {
+    check_builds(
+        "a-bind-legacy",
+        Strategy::PerLayer,
+        false,
+        MountApi::Legacy,
+        OverlayApi::Legacy,
+    );
+}
+
+#[test]
+fn common_parent_bind_legacy() {
+    check_builds(
+        "b-bind-legacy",
+        Strategy::CommonParent,
+        false,
+        MountApi::Legacy,
+        OverlayApi::Legacy,
+    );
+}
+
+#[test]
+fn per_layer_idmap_legacy() {
+    check_builds(
+        "a-idmap-legacy",
+        Strategy::PerLayer,
+        true,
+        MountApi::Legacy,
+        OverlayApi::Legacy,
+    );
+}
+
+#[test]
+fn common_parent_idmap_legacy() {
+    check_builds(
+        "b-idmap-legacy",
+        Strategy::CommonParent,
+        true,
+        MountApi::Legacy,
+        OverlayApi::Legacy,
+    );
+}
+
+#[test]
+fn per_layer_bind_fsconfig() {
+    check_builds(
+        "a-bind-fsconfig",
+        Strategy::PerLayer,
+        false,
+        MountApi::Fsconfig,
+        OverlayApi::Fsconfig,
+    );
+}
+
+#[test]
+fn common_parent_idmap_fsconfig() {
+    check_builds(
+        "b-idmap-fsconfig",
+        Strategy::CommonParent,
+        true,
+        MountApi::Fsconfig,
+        OverlayApi::Fsconfig,
+    );
+}
+
+#[test]
+fn per_layer_idmap_fsconfig() {
+    check_builds(
+        "a-idmap-fsconfig",
+        Strategy::PerLayer,
+        true,
+        MountApi::Fsconfig,
+        OverlayApi::Fsconfig,
+    );
+}
+
+#[test]
+fn auto_uses_fsconfig_for_long_options() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("auto-long");
+    let mounts_before = mountinfo_lines();
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.settings.layers = 120;
+    config.files_per_layer = 1;
+
+    let executor = Executor::start(config).expect("executor starts");
+    let control = executor.control();
+    let api = control.overlay_api().expect("overlay API resolves");
+    wait_for_builds(&executor, 3);
+    executor.stop();
+    let stats = executor.stats();
+
+    assert_eq!(api, OverlayApi::Fsconfig);
+    assert_eq!(stats.last_error, None);
+    assert!(
+        stats.builds_total >= 3,
+        "only {} builds",
+        stats.builds_total
+    );
+    assert_eq!(mountinfo_lines(), mounts_before);
+}
+
+#[test]
+fn legacy_rejects_long_options() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("legacy-long");
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Legacy);
+    config.settings.layers = 120;
+    config.settings.builders = 1;
+    config.files_per_layer = 1;
+
+    let executor = Executor::start(config).expect("executor starts");
+    let stats = wait_for_builds(&executor, 1);
+    executor.stop();
+
+    assert_eq!(stats.builds_total, 0);
+    let error = stats.last_error.expect("the build failed");
+    assert!(
+        error.contains("4095-byte limit"),
+        "unexpected error: {error}"
+    );
+    assert!(error.contains("fsconfig"), "error names no fix: {error}");
+}
+
+#[test]
+fn inspection_doubles_syscalls() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("inspection");
+    let mut config = config(&store, Strategy::CommonParent, false, MountApi::Legacy);
+    config.inspection = true;
+
+    let executor = Executor::start(config).expect("executor starts");
+    let expected = executor
+        .control()
+        .expected_syscalls_per_build()
+        .expect("count resolves");
+    wait_for_builds(&executor, TARGET_BUILDS);
+    executor.stop();
+    let stats = executor.stats();
+
+    assert_eq!(expected, 8);
+    assert_eq!(stats.failures_total, 0, "{:?}", stats.last_error);
+    assert_eq!(stats.mount_syscalls_total, stats.builds_total * 8);
+}
+
+#[test]
+fn control_switches_strategy_and_layers() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("switch");
+    let executor =
+        Executor::start(config(&store, Strategy::PerLayer, false, MountApi::Auto)).expect("starts");
+    let control = executor.control();
+    wait_for_builds(&executor, 3);
+
+    control.set_strategy(Strategy::CommonParent);
+    control.set_layers(25).expect("layers grow to 25");
+    control.set_builders(3).expect("builders grow to 3");
+    let before = executor.stats();
+    wait_for_builds(&executor, before.builds_total + 6);
+    executor.stop();
+    let stats = executor.stats();
+
+    assert!(stats.builds_by_strategy.per_layer >= 3);
+    assert!(stats.builds_by_strategy.common_parent >= 1);
+    assert_eq!(stats.settings.layers, 25);
+    assert_eq!(stats.failures_total, 0, "{:?}", stats.last_error);
+    assert!(store.0.join("snapshots/25/complete").exists());
+}
+
+#[test]
+fn check_catches_wrong_top_layer() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("corrupt");
+    let mounts_before = mountinfo_lines();
+    let mut config = config(&store, Strategy::CommonParent, false, MountApi::Legacy);
+    config.settings.paused = true;
+    let executor = Executor::start(config).expect("executor starts");
+    let control = executor.control();
+    // Computes and caches the expected view before the top layer changes under it.
+    control.overlay_api().expect("overlay API resolves");
+    fs::write(
+        store.0.join("snapshots/20/fs/etc/mountscope/top"),
+        "layer 02\n",
+    )
+    .expect("rewrite");
+
+    control.set_paused(false);
+    let stats = wait_for_builds(&executor, 1);
+    executor.stop();
+
+    assert_eq!(stats.builds_total, 0);
+    let error = stats.last_error.expect("the build failed");
+    assert!(error.contains("merged view"), "unexpected error: {error}");
+    assert!(
+        error.contains("etc/mountscope/top"),
+        "error names no path: {error}"
+    );
+    assert_eq!(mountinfo_lines(), mounts_before);
+}
+
+fn start_error(config: ExecutorConfig) -> ExecutorError {
+    match Executor::start(config) {
+        Ok(executor) => {
+            executor.stop();
+            panic!("the executor started");
+        }
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn zero_layers_rejected() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("zero-layers");
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.settings.layers = 0;
+    let message = start_error(config).to_string();
+    assert!(message.contains("layer count 0"), "{message}");
+    assert!(message.contains("1 to 500"), "{message}");
+}
+
+#[test]
+fn too_many_layers_rejected() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("many-layers");
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.settings.layers = 501;
+    let message = start_error(config).to_string();
+    assert!(message.contains("layer count 501"), "{message}");
+}
+
+#[test]
+fn zero_builders_rejected() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("zero-builders");
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.settings.builders = 0;
+    let message = start_error(config).to_string();
+    assert!(message.contains("builder count 0"), "{message}");
+}
+
+#[test]
+fn store_file_rejected() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("store-file");
+    fs::write(&store.0, "not a directory").expect("write file");
+    let config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    let message = start_error(config).to_string();
+    assert!(message.contains(store.0.to_str().unwrap()), "{message}");
+    assert!(message.contains("not a directory"), "{message}");
+    let _ = fs::remove_file(&store.0);
+}
+
+#[test]
+fn set_layers_rejects_zero() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("set-zero");
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.settings.paused = true;
+    let executor = Executor::start(config).expect("executor starts");
+    let error = executor.control().set_layers(0).unwrap_err();
+    executor.stop();
+    assert!(
+        matches!(error, ExecutorError::LayerCount { layers: 0 }),
+        "{error}"
+    );
+}
+
+/// Environment variable that turns `executor_child_process` into the child of
+/// `killed_child_leaves_no_mounts`; its value is the store path.
+const CHILD_STORE_VAR: &str = "MOUNTSCOPE_EXECUTOR_CHILD_STORE";
+const CHILD_READY: &str = "mountscope-executor-child-ready";
+
+#[test]
+#[ignore = "runs only as the child process of killed_child_leaves_no_mounts"]
+fn executor_child_process() {
+    let Some(store) = std::env::var_os(CHILD_STORE_VAR) else {
+        return;
+    };
+    let mut config = ExecutorConfig::new(PathBuf::from(store));
+    config.settings.layers = 10;
+    config.settings.builders = 2;
+    config.files_per_layer = 2;
+    config.lifetime = Duration::from_millis(200);
+    let executor = Executor::start(config).expect("executor starts");
+    wait_for_builds(&executor, 1);
+    println!("{CHILD_READY}");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn child_overlay_mounts(pid: u32, store: &Path) -> usize {
+    let mut count = 0;
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    for task in tasks.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("mountinfo")) else {
+            continue;
+        };
+        count += text
+            .lines()
+            .filter(|line| line.contains(" - overlay ") && line.contains(store.to_str().unwrap()))
+            .count();
+    }
+    count
+}
+
+#[test]
+fn killed_child_leaves_no_mounts() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("killed-child");
+    let mounts_before = mountinfo_lines();
+    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "--exact",
+            "executor_child_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_STORE_VAR, &store.0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("child starts");
+    let pid = child.id();
+
+    let stdout = child.stdout.take().expect("child stdout");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim() == CHILD_READY);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = 0;
+    while held == 0 && Instant::now() < deadline {
+        held = child_overlay_mounts(pid, &store.0);
+    }
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("child killed");
+    let status = child.wait().expect("child reaped");
+
+    assert!(ready, "the child never reported a build");
+    assert!(
+        held > 0,
+        "the child held no overlay in its builder namespaces"
+    );
+    assert!(!status.success(), "the child exited on its own");
+    assert_eq!(mountinfo_lines(), mounts_before, "host mount table changed");
+    assert!(
+        !mountinfo_mentions(&store.0),
+        "a store path is mounted in the host namespace"
+    );
+}
