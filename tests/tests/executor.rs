@@ -523,3 +523,266 @@ fn killed_child_leaves_no_mounts() {
         "a store path is mounted in the host namespace"
     );
 }
+
+/// One entry of a test layer: a file with content, or an OCI whiteout name with no content.
+enum TarEntry<'a> {
+    File(&'a str, &'a str),
+    Marker(&'a str),
+}
+
+fn layer_tar(entries: &[TarEntry<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let (path, content) = match entry {
+            TarEntry::File(path, content) => (*path, *content),
+            TarEntry::Marker(path) => (*path, ""),
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, path, content.as_bytes())
+            .expect("append tar entry");
+    }
+    builder.into_inner().expect("finish tar")
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip finish")
+}
+
+fn write_blob(image: &Path, bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = image.join("blobs/sha256");
+    fs::create_dir_all(&dir).expect("create blobs dir");
+    fs::write(dir.join(&hex), bytes).expect("write blob");
+    format!("sha256:{hex}")
+}
+
+/// Writes an OCI image layout of two layers: the bottom one plain tar, the top one gzip, with a
+/// whiteout and an opaque directory. Returns the layer digests, bottom first.
+fn write_test_image(image: &Path) -> Vec<String> {
+    let bottom = layer_tar(&[
+        TarEntry::File("etc/passwd", "root:x:0:0:bottom\n"),
+        TarEntry::File("etc/shadow", "root:*:bottom\n"),
+        TarEntry::File("app/old", "old\n"),
+        TarEntry::File("keep", "kept\n"),
+    ]);
+    let top = gzip(&layer_tar(&[
+        TarEntry::File("etc/passwd", "root:x:0:0:top\n"),
+        TarEntry::Marker("etc/.wh.shadow"),
+        TarEntry::Marker("app/.wh..wh..opq"),
+        TarEntry::File("app/new", "new\n"),
+    ]));
+    let bottom_digest = write_blob(image, &bottom);
+    let top_digest = write_blob(image, &top);
+
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": bottom_digest, "size": 0},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": bottom_digest, "size": bottom.len()},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": top_digest, "size": top.len()},
+        ],
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest JSON");
+    let manifest_digest = write_blob(image, &manifest_bytes);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_bytes.len(),
+        }],
+    });
+    fs::write(
+        image.join("index.json"),
+        serde_json::to_vec(&index).expect("index JSON"),
+    )
+    .expect("write index");
+    fs::write(
+        image.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("write oci-layout");
+    vec![bottom_digest, top_digest]
+}
+
+fn snapshot_fs(store: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    store.join(format!("snapshots/oci-{}/fs", &hex[..16]))
+}
+
+fn check_image_builds(name: &str, strategy: Strategy, idmap: bool) {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new(name);
+    let image = TempStore::new(&format!("{name}-image"));
+    write_test_image(&image.0);
+    let mounts_before = mountinfo_lines();
+    let mut config = config(&store, strategy, idmap, MountApi::Auto);
+    config.image = Some(image.0.clone());
+
+    let executor = Executor::start(config).expect("executor starts");
+    wait_for_builds(&executor, TARGET_BUILDS);
+    executor.stop();
+    let stats = executor.stats();
+
+    assert_eq!(
+        stats.settings.layers, 2,
+        "{name}: layers come from the image"
+    );
+    assert_eq!(stats.last_error, None, "{name}: a build failed");
+    assert!(
+        stats.builds_total >= TARGET_BUILDS,
+        "{name}: only {} builds",
+        stats.builds_total
+    );
+    assert_eq!(
+        mountinfo_lines(),
+        mounts_before,
+        "{name}: host mount table changed"
+    );
+}
+
+#[test]
+fn image_per_layer_builds() {
+    check_image_builds("image-a", Strategy::PerLayer, false);
+}
+
+#[test]
+fn image_common_parent_idmap_builds() {
+    check_image_builds("image-b-idmap", Strategy::CommonParent, true);
+}
+
+#[test]
+fn image_whiteouts_become_overlay_whiteouts() {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("image-whiteouts");
+    let image = TempStore::new("image-whiteouts-image");
+    let digests = write_test_image(&image.0);
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.image = Some(image.0.clone());
+    config.settings.paused = true;
+    let executor = Executor::start(config).expect("executor starts");
+    executor.stop();
+
+    let top = snapshot_fs(&store.0, &digests[1]);
+    let shadow = fs::symlink_metadata(top.join("etc/shadow")).expect("whiteout exists");
+    assert!(
+        shadow.file_type().is_char_device(),
+        "etc/shadow is no character device"
+    );
+    assert_eq!(shadow.rdev(), 0, "whiteout device number");
+    assert!(
+        !top.join("etc/.wh.shadow").exists(),
+        "OCI whiteout name left in the layer"
+    );
+    assert!(
+        !top.join("app/.wh..wh..opq").exists(),
+        "OCI opaque marker left in the layer"
+    );
+
+    let mut value = [0u8; 2];
+    let app = std::ffi::CString::new(top.join("app").to_str().unwrap()).unwrap();
+    // SAFETY: the path and name are NUL-terminated; `value` is valid for its length.
+    let len = unsafe {
+        libc::lgetxattr(
+            app.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    assert_eq!(len, 1, "app/ has no opaque xattr");
+    assert_eq!(value[0], b'y');
+}
+
+#[test]
+fn image_corrupt_blob_rejected() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("image-corrupt");
+    let image = TempStore::new("image-corrupt-image");
+    let digests = write_test_image(&image.0);
+    let blob = image
+        .0
+        .join("blobs/sha256")
+        .join(digests[0].strip_prefix("sha256:").unwrap());
+    let mut bytes = fs::read(&blob).expect("read blob");
+    bytes[0] ^= 0xff;
+    fs::write(&blob, bytes).expect("corrupt blob");
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.image = Some(image.0.clone());
+
+    let error = start_error(config);
+    let message = error.to_string();
+    assert!(
+        matches!(error, ExecutorError::DigestMismatch { .. }),
+        "{message}"
+    );
+    assert!(message.contains(&digests[0]), "{message}");
+    assert!(message.contains("export the image again"), "{message}");
+}
+
+#[test]
+fn image_missing_blob_rejected() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("image-missing");
+    let image = TempStore::new("image-missing-image");
+    let digests = write_test_image(&image.0);
+    fs::remove_file(
+        image
+            .0
+            .join("blobs/sha256")
+            .join(digests[1].strip_prefix("sha256:").unwrap()),
+    )
+    .expect("remove blob");
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.image = Some(image.0.clone());
+
+    let error = start_error(config);
+    let message = error.to_string();
+    assert!(
+        matches!(error, ExecutorError::BlobMissing { .. }),
+        "{message}"
+    );
+    assert!(message.contains(&digests[1]), "{message}");
+}
+
+#[test]
+fn image_fixes_layer_count() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("image-fixed");
+    let image = TempStore::new("image-fixed-image");
+    write_test_image(&image.0);
+    let mut config = config(&store, Strategy::PerLayer, false, MountApi::Auto);
+    config.image = Some(image.0.clone());
+    config.settings.paused = true;
+    let executor = Executor::start(config).expect("executor starts");
+    let error = executor.control().set_layers(5).unwrap_err();
+    executor.stop();
+    assert!(
+        matches!(error, ExecutorError::LayersFixedByImage { layers: 2, .. }),
+        "{error}"
+    );
+}
