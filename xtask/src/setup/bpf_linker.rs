@@ -88,7 +88,7 @@ fn build(nightly: &Nightly, root: Option<&Path>) -> Result<()> {
         install.arg("--root").arg(root);
     }
 
-    eprintln!("    building bpf-linker {VERSION} (about a minute on 2 cores)");
+    eprintln!("    building bpf-linker {VERSION}, about 1 min on an idle 2-core machine");
     command::run(&mut install).context(
         "failed to build bpf-linker; check that crates.io is reachable and that a C compiler \
          (`cc`) is installed, then run `cargo xtask setup` again",
