@@ -8,9 +8,11 @@ mod run;
 mod setup;
 mod test;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -35,15 +37,26 @@ enum Command {
     Test,
 }
 
-fn main() -> Result<()> {
+/// Runs the subcommand. A failure is printed with each cause on its own line and without the
+/// backtrace that anyhow adds under `RUST_BACKTRACE=1`, because the causes name the failed command.
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Setup(args) => setup::run(&args),
         Command::Build(args) => build::run(&args).map(|_binary| ()),
         Command::Run(args) => run::run(args),
         Command::Install(args) => install::run(&args),
         Command::Test => test::run(),
+    };
+
+    let Err(error) = result else {
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
     }
+    ExitCode::FAILURE
 }
 
 /// Returns the workspace root, the parent of this crate's directory.

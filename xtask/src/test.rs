@@ -63,7 +63,7 @@ pub fn run() -> Result<()> {
             Ok(outcome) => finished.push((step.name, outcome, elapsed)),
             Err(error) => {
                 print_summary(&finished);
-                eprintln!("  {:<12} FAILED   {}", step.name, format_duration(elapsed));
+                print_row(step.name, "FAILED", elapsed, "");
                 return Err(error).with_context(|| format!("test step `{}` failed", step.name));
             }
         }
@@ -75,15 +75,16 @@ pub fn run() -> Result<()> {
 fn print_summary(finished: &[(&str, Outcome, Duration)]) {
     eprintln!("test: summary");
     for (name, outcome, elapsed) in finished {
-        let (word, reason) = match outcome {
-            Outcome::Passed => ("passed", ""),
-            Outcome::Skipped(reason) => ("skipped", *reason),
-        };
-        eprintln!(
-            "  {name:<12} {word:<8} {:>8}  {reason}",
-            format_duration(*elapsed)
-        );
+        match outcome {
+            Outcome::Passed => print_row(name, "passed", *elapsed, ""),
+            Outcome::Skipped(reason) => print_row(name, "skipped", *elapsed, reason),
+        }
     }
+}
+
+fn print_row(name: &str, result: &str, elapsed: Duration, note: &str) {
+    let duration = format_duration(elapsed);
+    eprintln!("  {name:<12} {result:<8} {duration:>8}  {note}");
 }
 
 fn format_duration(elapsed: Duration) -> String {
