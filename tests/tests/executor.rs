@@ -786,3 +786,41 @@ fn image_fixes_layer_count() {
         "{error}"
     );
 }
+
+/// Prints builds/s and p50 build latency of strategies A and B at 20 layers and 8 builders.
+/// Run by hand: `cargo test -p mountscope-tests --test executor -- --ignored throughput`.
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn throughput_per_strategy() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("throughput");
+    for strategy in [Strategy::PerLayer, Strategy::CommonParent] {
+        let mut config = config(&store, strategy, false, MountApi::Auto);
+        config.settings.builders = 8;
+        let executor = Executor::start(config).expect("executor starts");
+        std::thread::sleep(Duration::from_millis(500));
+        let control = executor.control();
+        let before = executor.stats().builds_total;
+        control.take_build_latencies();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_secs(3));
+        let builds = executor.stats().builds_total - before;
+        let elapsed = started.elapsed();
+        let mut latencies = control.take_build_latencies();
+        executor.stop();
+        latencies.sort();
+        let p50 = latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default();
+        println!(
+            "{}: {:.0} builds/s, p50 {:?}, failures {}",
+            strategy.label(),
+            builds as f64 / elapsed.as_secs_f64(),
+            p50,
+            executor.stats().failures_total
+        );
+    }
+}

@@ -1,6 +1,6 @@
-//! One container start: the lower layers attached with strategy A (one bind or idmapped mount
-//! per layer) or B (one mount of their common parent), the overlay mounted over them, the
-//! temporary mounts removed, the merged view checked, and the teardown.
+//! One container start. Strategy A attaches each lower layer with its own bind or idmapped
+//! mount, and strategy B attaches their common parent once. The overlay is mounted over them,
+//! the temporary mounts are removed, the merged view is checked, and the rootfs is torn down.
 
 use std::{
     fs, io,
@@ -33,10 +33,11 @@ pub(crate) struct BuildSpec<'a> {
     pub check: &'a ViewCheck,
 }
 
-/// Mount-family syscalls one container start makes, inspection pass included when `inspection`
-/// is set. Per build of N layers: layer mounts (A: N, B: 1, each 1 `mount` or, idmapped,
-/// `open_tree` + `mount_setattr` + `move_mount`), the overlay mount (1 `mount`, or N + 6 with
-/// fsconfig), one `umount2` per temporary mount, and one `umount2` of the overlay.
+/// Counts the mount-family syscalls of one container start, doubled when `inspection` is set.
+/// A build of N layers makes the layer mounts (N for A, 1 for B), each one `mount` or, when
+/// idmapped, `open_tree` + `mount_setattr` + `move_mount`. The overlay mount is one `mount`,
+/// or N + 6 calls with fsconfig. Then come one `umount2` per temporary mount and one for the
+/// overlay.
 pub fn syscalls_per_container_start(
     strategy: Strategy,
     layers: u32,
@@ -57,7 +58,7 @@ pub fn syscalls_per_container_start(
     if inspection { 2 * per_build } else { per_build }
 }
 
-/// Where one container's directories live: `lower/` holds the temporary mount points, and
+/// Directory of one container: `lower/` contains the temporary mount points, and
 /// `upper/`, `work/` and `merged/` belong to the overlay.
 pub(crate) struct ContainerDir {
     pub root: PathBuf,
@@ -79,7 +80,7 @@ impl ContainerDir {
         }
     }
 
-    /// The overlay's directories. Strategy B rewrites each layer's path to the same path under
+    /// Lists the overlay's directories. Strategy B rewrites each layer's path to the same path under
     /// the one temporary mount of the snapshots directory.
     pub(crate) fn overlay_dirs(
         &self,
@@ -131,8 +132,8 @@ impl Rootfs {
     }
 
     /// Removes the container's directories. Mount points go with `rmdir`, which fails with
-    /// EBUSY rather than descend into a layer still mounted there; only `upper` and `work`,
-    /// never mount points, are removed recursively.
+    /// EBUSY rather than descend into a layer still mounted there. Only `upper` and `work`,
+    /// which are never mount points, are removed recursively.
     fn remove_dirs(&self) -> Result<(), ExecutorError> {
         for dir in [&self.dirs.upper, &self.dirs.work] {
             remove_tree(dir)?;
@@ -248,7 +249,7 @@ pub(crate) fn build_rootfs(
     overlay::mount_overlay(&rootfs.dirs, api)?;
     rootfs.overlay_mounted = true;
 
-    // The overlay holds private clones of its lower layers, so the temporary mounts can go.
+    // The overlay keeps private clones of its lower layers, so the temporary mounts can go.
     while let Some(target) = rootfs.temporary_mounts.pop() {
         if let Err(e) = syscalls::umount(&target, 0) {
             rootfs.temporary_mounts.push(target.clone());

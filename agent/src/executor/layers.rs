@@ -12,8 +12,8 @@ use std::{
 
 use super::ExecutorError;
 
-/// Name of the file that marks a snapshot as completely written; its content records what
-/// was written, so a snapshot generated with other parameters is made again.
+/// Name of the file that marks a snapshot as completely written. Its content records the
+/// parameters, so a snapshot generated with other parameters is written again.
 pub(crate) const COMPLETE_STAMP: &str = "complete";
 
 /// One lower layer of the store.
@@ -58,7 +58,7 @@ pub(crate) fn ensure_synthetic_layers(
     Ok(layers)
 }
 
-/// Whether the snapshot at `dir` was completely written with the given stamp.
+/// Checks whether the snapshot at `dir` was completely written with the given stamp.
 pub(crate) fn is_complete(dir: &Path, stamp: &str) -> bool {
     fs::read_to_string(dir.join(COMPLETE_STAMP)).is_ok_and(|found| found == stamp)
 }
@@ -187,7 +187,7 @@ pub(crate) fn mark_opaque(path: &Path) -> Result<(), ExecutorError> {
     Ok(())
 }
 
-/// Whether the directory at `path` is marked opaque.
+/// Checks whether the directory at `path` is marked opaque.
 pub(crate) fn is_opaque(path: &Path) -> bool {
     let Ok(c_path) = c_path(path) else {
         return false;

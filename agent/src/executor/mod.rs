@@ -71,7 +71,7 @@ pub const MAX_BUILDERS: u32 = 256;
 /// are counted in [`ExecutorStats::latencies_dropped`].
 pub const MAX_PENDING_LATENCIES: usize = 1 << 20;
 
-/// What [`Executor::start`] needs.
+/// Configuration of [`Executor::start`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecutorConfig {
     /// Directory of the layer store (`snapshots/`) and of the containers' directories (`run/`).
@@ -93,7 +93,7 @@ pub struct ExecutorConfig {
 }
 
 impl ExecutorConfig {
-    /// A configuration of 20 synthetic layers of 16 files, strategy A, 4 builders, plain bind
+    /// Returns a configuration of 20 synthetic layers of 16 files, strategy A, 4 builders, plain bind
     /// mounts, the `auto` mount API, no hold, no inspection and no rate limit.
     pub fn new(store_root: impl Into<PathBuf>) -> ExecutorConfig {
         ExecutorConfig {
@@ -128,7 +128,7 @@ pub struct ExecutorStats {
     pub settings: ExecutorSettings,
     /// Container starts whose root filesystem was built, checked and torn down.
     pub builds_total: u64,
-    /// Container starts that failed; `last_error` holds the latest reason.
+    /// Container starts that failed; `last_error` contains the latest reason.
     pub failures_total: u64,
     pub builds_by_strategy: BuildsByStrategy,
     /// Mount-family syscalls made by container starts, failed ones included.
@@ -387,7 +387,7 @@ impl ExecutorControl {
         Ok(())
     }
 
-    /// The overlay mount API the current settings resolve to.
+    /// Resolves the overlay mount API of the current settings against the store's paths.
     pub fn overlay_api(&self) -> Result<OverlayApi, ExecutorError> {
         let settings = self.settings();
         let stack = self.shared.store.stack(settings.layers)?;
@@ -444,7 +444,7 @@ impl Executor {
     /// Checks `config`, prepares the store (writing synthetic layers or importing the image)
     /// and starts the builders.
     pub fn start(config: ExecutorConfig) -> Result<Executor, ExecutorError> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
+        // SAFETY: geteuid takes no arguments and touches no memory.
         let euid = unsafe { libc::geteuid() };
         if euid != 0 {
             return Err(ExecutorError::NotRoot { euid });

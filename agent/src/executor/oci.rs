@@ -40,7 +40,7 @@ struct Manifest {
     layers: Vec<Descriptor>,
 }
 
-/// How a layer blob is compressed.
+/// Compression of a layer blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Compression {
     None,
@@ -58,7 +58,7 @@ fn layer_compression(media_type: &str) -> Option<Compression> {
     }
 }
 
-/// What an entry name in an OCI layer means for overlayfs.
+/// Meaning of an entry name in an OCI layer, for overlayfs.
 #[derive(Debug, PartialEq, Eq)]
 enum Whiteout<'a> {
     /// `.wh..wh..opq`: the directory containing it is opaque.
@@ -210,8 +210,8 @@ pub(crate) fn import_image(image: &Path, store_root: &Path) -> Result<Vec<Layer>
     Ok(imported)
 }
 
-/// The entry path relative to the layer root, or `None` for the root itself. Rejects paths
-/// that leave the root.
+/// Returns the entry path relative to the layer root, or `None` for the root itself. Rejects
+/// paths that leave the root.
 fn relative_entry_path(entry: &Path, digest: &str) -> Result<Option<PathBuf>, ExecutorError> {
     let mut relative = PathBuf::new();
     for component in entry.components() {

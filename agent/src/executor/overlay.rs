@@ -10,10 +10,10 @@ use mountscope_common::snapshot::MountApi;
 
 use super::{ExecutorError, syscalls};
 
-/// Longest option string `mount(2)` passes whole: it copies one page (4096 bytes on x86-64)
+/// Maximum length of the option string `mount(2)` passes whole: it copies one page (4096 bytes on x86-64)
 /// including the terminating NUL, and a longer `lowerdir=` fails with ENOENT.
 pub const LEGACY_OPTIONS_MAX: usize = 4095;
-/// Longest string value `fsconfig(FSCONFIG_SET_STRING)` accepts (the kernel copies at most 256
+/// Maximum length of a string value `fsconfig(FSCONFIG_SET_STRING)` accepts (the kernel copies at most 256
 /// bytes including the NUL).
 pub const FSCONFIG_STRING_MAX: usize = 255;
 
@@ -38,7 +38,7 @@ pub(crate) struct OverlayDirs {
 }
 
 impl OverlayDirs {
-    /// The option string for `mount(2)`.
+    /// Formats the option string for `mount(2)`.
     pub(crate) fn legacy_options(&self) -> String {
         let lowers: Vec<String> = self
             .lowers

@@ -100,7 +100,7 @@ impl Store {
         Ok(())
     }
 
-    /// The bottom `count` layers and the check of their merged view.
+    /// Returns the bottom `count` layers and the check of their merged view.
     pub(crate) fn stack(&self, count: u32) -> Result<Stack, ExecutorError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let count = count as usize;

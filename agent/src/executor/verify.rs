@@ -1,6 +1,6 @@
-//! The merged-view check run on every build: a bounded set of probes, chosen once per stack,
-//! that fails when a layer is missing, a lower file wins over an upper one, or a whiteout or
-//! opaque directory does not hide what it should.
+//! The merged-view check run on every build. A bounded set of probes, chosen once per stack,
+//! fails when a layer is missing or a lower file wins over an upper one. It also fails when a
+//! whiteout or opaque directory does not hide what it should.
 
 use std::{
     collections::BTreeSet,

@@ -98,7 +98,7 @@ pub(crate) struct MergedEntry {
     pub overrides_lower: bool,
 }
 
-/// What the overlay of a stack of layers must show.
+/// Expected content of the overlay of a stack of layers.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MergedView {
     pub entries: BTreeMap<PathBuf, MergedEntry>,
