@@ -84,7 +84,8 @@ fn print_summary(finished: &[(&str, Outcome, Duration)]) {
 
 fn print_row(name: &str, result: &str, elapsed: Duration, note: &str) {
     let duration = format_duration(elapsed);
-    eprintln!("  {name:<12} {result:<8} {duration:>8}  {note}");
+    let row = format!("  {name:<12} {result:<8} {duration:>8}  {note}");
+    eprintln!("{}", row.trim_end());
 }
 
 fn format_duration(elapsed: Duration) -> String {
