@@ -129,8 +129,8 @@ fn clippy_ebpf() -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-/// Runs every test in the workspace as root, so the privileged tests in `tests/` load real
-/// programs instead of skipping. When not root, cargo runs each test binary through `sudo`.
+/// Runs every test in the workspace as root, so the privileged tests in `tests/` can load the
+/// real programs and make real mounts. When not root, cargo runs each test binary through `sudo`.
 fn test() -> Result<Outcome> {
     let mut cargo = crate::cargo();
     cargo
@@ -150,8 +150,9 @@ fn test() -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-/// The test in a VM with a stock distribution kernel, where fentry and kprobes work.
-// TODO: boot a Debian cloud kernel under qemu (TCG) with the test binaries in an initramfs.
+/// Runs the tests in a VM with a stock distribution kernel, where fentry and kprobes work.
+// TODO: boot a Debian cloud kernel under qemu (TCG) with the test binaries in an initramfs. Until
+// then the step reports itself as skipped.
 fn vm_test() -> Result<Outcome> {
     Ok(Outcome::Skipped("not written yet"))
 }

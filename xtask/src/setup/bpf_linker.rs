@@ -78,7 +78,8 @@ fn build(nightly: &Nightly, root: Option<&Path>) -> Result<()> {
     install
         .env("LLVM_PREFIX", &llvm_prefix)
         .env("RUSTFLAGS", rustflags)
-        // Both would override the flags above or put the build into the workspace's target dir.
+        // CARGO_ENCODED_RUSTFLAGS takes precedence over RUSTFLAGS, and CARGO_TARGET_DIR would
+        // move the build from cargo's temporary directory into the developer's target dir.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .args(["+nightly", "install", "bpf-linker", "--version", VERSION])
