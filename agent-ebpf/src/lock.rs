@@ -6,8 +6,8 @@
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use mountscope_common::{
-    EventKind, HolderKind, LCB_F_READ, LCB_F_WRITE, LockMode, PendingWait,
-    RWSEM_OWNER_FLAGS_MASK, RWSEM_READER_OWNED, drop_slot,
+    EventKind, HolderKind, LCB_F_READ, LCB_F_WRITE, LockMode, PendingWait, RWSEM_OWNER_FLAGS_MASK,
+    RWSEM_READER_OWNED, drop_slot,
 };
 
 use crate::{

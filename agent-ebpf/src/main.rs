@@ -7,6 +7,7 @@
 #![no_main]
 
 mod calibrate;
+mod doctor;
 mod events;
 mod exact;
 mod globals;

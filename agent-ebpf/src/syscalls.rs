@@ -112,13 +112,73 @@ macro_rules! syscall_programs {
     };
 }
 
-syscall_programs!(enter_mount, exit_mount, "sys_enter_mount", "sys_exit_mount", MountSyscall::Mount);
-syscall_programs!(enter_umount, exit_umount, "sys_enter_umount", "sys_exit_umount", MountSyscall::Umount2);
-syscall_programs!(enter_move_mount, exit_move_mount, "sys_enter_move_mount", "sys_exit_move_mount", MountSyscall::MoveMount);
-syscall_programs!(enter_open_tree, exit_open_tree, "sys_enter_open_tree", "sys_exit_open_tree", MountSyscall::OpenTree);
-syscall_programs!(enter_open_tree_attr, exit_open_tree_attr, "sys_enter_open_tree_attr", "sys_exit_open_tree_attr", MountSyscall::OpenTreeAttr);
-syscall_programs!(enter_fsopen, exit_fsopen, "sys_enter_fsopen", "sys_exit_fsopen", MountSyscall::Fsopen);
-syscall_programs!(enter_fsconfig, exit_fsconfig, "sys_enter_fsconfig", "sys_exit_fsconfig", MountSyscall::Fsconfig);
-syscall_programs!(enter_fsmount, exit_fsmount, "sys_enter_fsmount", "sys_exit_fsmount", MountSyscall::Fsmount);
-syscall_programs!(enter_fspick, exit_fspick, "sys_enter_fspick", "sys_exit_fspick", MountSyscall::Fspick);
-syscall_programs!(enter_mount_setattr, exit_mount_setattr, "sys_enter_mount_setattr", "sys_exit_mount_setattr", MountSyscall::MountSetattr);
+syscall_programs!(
+    enter_mount,
+    exit_mount,
+    "sys_enter_mount",
+    "sys_exit_mount",
+    MountSyscall::Mount
+);
+syscall_programs!(
+    enter_umount,
+    exit_umount,
+    "sys_enter_umount",
+    "sys_exit_umount",
+    MountSyscall::Umount2
+);
+syscall_programs!(
+    enter_move_mount,
+    exit_move_mount,
+    "sys_enter_move_mount",
+    "sys_exit_move_mount",
+    MountSyscall::MoveMount
+);
+syscall_programs!(
+    enter_open_tree,
+    exit_open_tree,
+    "sys_enter_open_tree",
+    "sys_exit_open_tree",
+    MountSyscall::OpenTree
+);
+syscall_programs!(
+    enter_open_tree_attr,
+    exit_open_tree_attr,
+    "sys_enter_open_tree_attr",
+    "sys_exit_open_tree_attr",
+    MountSyscall::OpenTreeAttr
+);
+syscall_programs!(
+    enter_fsopen,
+    exit_fsopen,
+    "sys_enter_fsopen",
+    "sys_exit_fsopen",
+    MountSyscall::Fsopen
+);
+syscall_programs!(
+    enter_fsconfig,
+    exit_fsconfig,
+    "sys_enter_fsconfig",
+    "sys_exit_fsconfig",
+    MountSyscall::Fsconfig
+);
+syscall_programs!(
+    enter_fsmount,
+    exit_fsmount,
+    "sys_enter_fsmount",
+    "sys_exit_fsmount",
+    MountSyscall::Fsmount
+);
+syscall_programs!(
+    enter_fspick,
+    exit_fspick,
+    "sys_enter_fspick",
+    "sys_exit_fspick",
+    MountSyscall::Fspick
+);
+syscall_programs!(
+    enter_mount_setattr,
+    exit_mount_setattr,
+    "sys_enter_mount_setattr",
+    "sys_exit_mount_setattr",
+    MountSyscall::MountSetattr
+);

@@ -253,7 +253,7 @@ const _: () = assert!(core::mem::size_of::<PendingWait>() == 56);
 
 /// Per-CPU counters of one traced syscall (`SYSCALL_STATS`, indexed by syscall).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallStats {
     pub calls: u64,
     pub errors: u64,
@@ -265,7 +265,7 @@ const _: () = assert!(core::mem::size_of::<SyscallStats>() == 32);
 
 /// Per-CPU counters of one lock mode (`LOCK_WAIT_STATS` and `LOCK_HOLD_STATS`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LockStats {
     pub count: u64,
     pub total_ns: u64,

@@ -1,0 +1,160 @@
+//! Options shared by several subcommands.
+
+use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use mountscope_agent::{
+    executor::ExecutorConfig,
+    probes::{Filters, HoldMethod, ProbeOptions},
+};
+use mountscope_common::snapshot::{ExecutorSettings, MountApi, Strategy};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Per-layer bind mounts.
+    A,
+    /// One bind mount of the layers' common parent.
+    B,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Strategy {
+        match s {
+            StrategyArg::A => Strategy::PerLayer,
+            StrategyArg::B => Strategy::CommonParent,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MountApiArg {
+    Auto,
+    Legacy,
+    Fsconfig,
+}
+
+impl From<MountApiArg> for MountApi {
+    fn from(a: MountApiArg) -> MountApi {
+        match a {
+            MountApiArg::Auto => MountApi::Auto,
+            MountApiArg::Legacy => MountApi::Legacy,
+            MountApiArg::Fsconfig => MountApi::Fsconfig,
+        }
+    }
+}
+
+/// Which tasks to trace and how to measure hold times.
+#[derive(Clone, Debug, Default, Args)]
+pub struct FilterArgs {
+    /// Trace only this process id.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Trace only this cgroup v2: a directory under /sys/fs/cgroup or a numeric cgroup id.
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    /// Trace only this mount namespace: a path such as /proc/PID/ns/mnt or an inode number.
+    #[arg(long)]
+    pub mntns: Option<String>,
+    /// How to measure namespace_sem hold times; `auto` picks the best the kernel allows.
+    #[arg(long, value_enum, default_value_t = HoldMethod::Auto)]
+    pub hold_method: HoldMethod,
+}
+
+/// A number, or the inode number of a path (a cgroup directory's inode is its cgroup id).
+fn id_or_inode(value: &str, what: &str) -> anyhow::Result<u64> {
+    if let Ok(id) = value.parse::<u64>() {
+        return Ok(id);
+    }
+    let meta = std::fs::metadata(value).with_context(|| {
+        format!("invalid {what} `{value}`: not a number and not an existing path")
+    })?;
+    Ok(meta.ino())
+}
+
+impl FilterArgs {
+    pub fn probe_options(&self) -> anyhow::Result<ProbeOptions> {
+        let cgroup_id = self
+            .cgroup
+            .as_deref()
+            .map(|c| id_or_inode(c, "--cgroup"))
+            .transpose()?;
+        let mntns_id = self
+            .mntns
+            .as_deref()
+            .map(|m| id_or_inode(m, "--mntns"))
+            .transpose()?;
+        if self.pid == Some(0) {
+            bail!("invalid --pid 0: give the id of a running process");
+        }
+        Ok(ProbeOptions {
+            filters: Filters {
+                pid: self.pid,
+                cgroup_id,
+                mntns_id,
+            },
+            hold_method: self.hold_method,
+            lock_address: None,
+        })
+    }
+}
+
+/// How the overlay executor builds root filesystems.
+#[derive(Clone, Debug, Args)]
+pub struct ExecutorArgs {
+    /// Strategy at start: a = per-layer bind mounts, b = one common-parent bind mount.
+    #[arg(long, value_enum, default_value_t = StrategyArg::A)]
+    pub strategy: StrategyArg,
+    /// Image layers per container (1 to 500).
+    #[arg(long, default_value_t = 20)]
+    pub layers: u32,
+    /// Concurrent builders (container starts in flight).
+    #[arg(long, default_value_t = 8)]
+    pub builders: u32,
+    /// Make each layer an idmapped mount instead of a plain bind mount.
+    #[arg(long)]
+    pub idmap: bool,
+    /// How the overlay is mounted: legacy mount(2), fsopen/fsconfig, or auto by option length.
+    #[arg(long, value_enum, default_value_t = MountApiArg::Auto)]
+    pub mount_api: MountApiArg,
+    /// Before each start, build and tear down the rootfs once more, as runtimes do to read the
+    /// image's user database.
+    #[arg(long)]
+    pub inspection: bool,
+    /// How long each container stays mounted, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub lifetime_ms: u64,
+    /// Maximum container starts per second over all builders.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Files per synthetic layer.
+    #[arg(long, default_value_t = 16)]
+    pub files_per_layer: u32,
+    /// An OCI image layout directory to use instead of synthetic layers.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Layer store and container directories; created when missing.
+    #[arg(long, default_value = "/var/tmp/mountscope/store")]
+    pub store: PathBuf,
+}
+
+impl ExecutorArgs {
+    pub fn config(&self) -> ExecutorConfig {
+        ExecutorConfig {
+            store_root: self.store.clone(),
+            settings: ExecutorSettings {
+                strategy: self.strategy.into(),
+                layers: self.layers,
+                builders: self.builders,
+                idmap: self.idmap,
+                mount_api: self.mount_api.into(),
+                paused: false,
+            },
+            files_per_layer: self.files_per_layer,
+            lifetime: Duration::from_millis(self.lifetime_ms),
+            inspection: self.inspection,
+            rate_limit_per_s: self.rate,
+            image: self.image.clone(),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Command-line interface: one module per subcommand, shared options here.
+
+mod args;
+mod bench;
+mod doctor;
+mod logging;
+mod record;
+mod session;
+mod watch;
+
+use clap::{Parser, Subcommand};
+
+/// Watch mount syscalls and namespace_sem contention with eBPF, and build overlay root
+/// filesystems to measure them.
+#[derive(Debug, Parser)]
+#[command(name = "mountscope", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log verbosity for messages on stderr or in the log file: error, warn, info, debug,
+    /// trace, or a tracing filter such as `mountscope_agent=debug`.
+    #[arg(long, global = true, default_value = "info", env = "MOUNTSCOPE_LOG")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show mount syscalls and namespace_sem contention live, with the overlay executor.
+    Watch(watch::WatchArgs),
+    /// Write events and snapshots as JSON Lines, without a screen.
+    Record(record::RecordArgs),
+    /// Compare per-layer bind mounts (A) with one common-parent bind mount (B).
+    Bench(bench::BenchArgs),
+    /// Check what this kernel allows and which measurement tier mountscope will use.
+    Doctor(doctor::DoctorArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Watch(args) => watch::run(args, &cli.log),
+        Command::Record(args) => {
+            logging::to_stderr(&cli.log)?;
+            record::run(args)
+        }
+        Command::Bench(args) => {
+            logging::to_stderr(&cli.log)?;
+            bench::run(args)
+        }
+        Command::Doctor(args) => {
+            logging::to_stderr(&cli.log)?;
+            doctor::run(args)
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! `mountscope record`: JSON Lines of events and snapshots, without a screen.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use super::{
+    args::{ExecutorArgs, FilterArgs},
+    session::Session,
+};
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Stop after this many seconds; without it, record until Ctrl-C or SIGTERM.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Seconds between snapshot lines.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+    /// Leave out per-event lines and write snapshots only.
+    #[arg(long)]
+    snapshots_only: bool,
+    /// Run the overlay executor while recording.
+    #[arg(long)]
+    exec: bool,
+    #[command(flatten)]
+    filters: FilterArgs,
+    #[command(flatten)]
+    executor: ExecutorArgs,
+}
+
+/// One line of the output.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Line<'a, E: Serialize, S: Serialize> {
+    Event(&'a E),
+    Snapshot(&'a S),
+}
+
+pub fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("invalid {flag} `{value}`: give a positive number of seconds"))
+}
+
+pub fn run(args: RecordArgs) -> anyhow::Result<()> {
+    let duration = args
+        .duration
+        .map(|d| seconds(d, "--duration"))
+        .transpose()?;
+    let period = seconds(args.interval, "--interval")?;
+    let options = args.filters.probe_options()?;
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(
+            File::create(path)
+                .with_context(|| format!("failed to create the output file {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::new(out);
+    let mut write_error: Option<std::io::Error> = None;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async {
+        let executor = args.exec.then(|| args.executor.config());
+        let mut session = Session::start(&options, executor)?;
+        let (_controls, controls_rx) = tokio::sync::mpsc::unbounded_channel();
+        let snapshots_only = args.snapshots_only;
+        let out = &mut out;
+        let write_error = &mut write_error;
+        let mut write_line = move |line: String| -> bool {
+            if write_error.is_some() {
+                return false;
+            }
+            match writeln!(out, "{line}") {
+                Ok(()) => true,
+                Err(e) => {
+                    *write_error = Some(e);
+                    false
+                }
+            }
+        };
+        let write_line = std::cell::RefCell::new(&mut write_line);
+        session
+            .run(
+                period,
+                duration,
+                controls_rx,
+                |snapshot| {
+                    let line = serde_json::to_string(&Line::<(), _>::Snapshot(&snapshot));
+                    line.is_ok_and(|l| (write_line.borrow_mut())(l))
+                },
+                |event| {
+                    if snapshots_only {
+                        return true;
+                    }
+                    let line = serde_json::to_string(&Line::<_, ()>::Event(&event));
+                    line.is_ok_and(|l| (write_line.borrow_mut())(l))
+                },
+            )
+            .await
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("failed to write the recording");
+    }
+    out.flush().context("failed to flush the recording")?;
+    Ok(())
+}

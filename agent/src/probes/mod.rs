@@ -1,0 +1,407 @@
+//! Loading and attaching the kernel programs, and choosing the measurement tier.
+//!
+//! The syscall tracepoints always load. Lock programs need the address of `namespace_sem`;
+//! hold times come from the best method that loads: fentry/fexit, then kprobes, then a
+//! cpu-clock sampler whose figures are estimates.
+
+pub mod btf;
+pub mod calibrate;
+pub mod kallsyms;
+pub mod object;
+pub mod tracefs;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        FEntry, FExit, KProbe, PerfEvent, ProgramError, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use mountscope_common::{
+    MountSyscall,
+    snapshot::{AddressSource, LockAddress, Tier, TierKind},
+};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use self::btf::{Btf, KernelOffsets};
+
+/// Sampling period of the hold-time estimate, per CPU. At 100 µs the sampler costs little;
+/// at 20 µs it slowed mounts about sevenfold on a 2-vCPU Linux 6.18 guest.
+pub const SAMPLE_PERIOD_NS: u64 = 100_000;
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error(
+        "this mountscope binary was built without its eBPF programs (AYA_BUILD_SKIP was set); \
+         rebuild with `cargo xtask build`"
+    )]
+    NotEmbedded,
+    #[error("mountscope must run as root (effective uid is {0}); run it with sudo")]
+    NotRoot(u32),
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("{0}")]
+    Tracefs(std::io::Error),
+    #[error("failed to load the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("failed to load or attach `{program}`: {source}")]
+    Program {
+        program: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("program `{0}` is missing from the eBPF object")]
+    Missing(String),
+    #[error("{0}")]
+    System(String),
+}
+
+/// How hold times should be measured: `Auto` tries the best first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldMethod {
+    #[default]
+    Auto,
+    Fentry,
+    Kprobe,
+    Sample,
+    None,
+}
+
+/// Which tasks to trace; zero or `None` means all.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filters {
+    pub pid: Option<u32>,
+    pub cgroup_id: Option<u64>,
+    pub mntns_id: Option<u64>,
+}
+
+/// Options of [`Probes::load`].
+#[derive(Clone, Debug, Default)]
+pub struct ProbeOptions {
+    pub filters: Filters,
+    pub hold_method: HoldMethod,
+    /// Use this address for `namespace_sem` instead of looking it up.
+    pub lock_address: Option<u64>,
+}
+
+/// The loaded programs. Dropping this detaches and unloads everything.
+pub struct Probes {
+    pub ebpf: Ebpf,
+    pub tier: Tier,
+    pub lock_address: Option<LockAddress>,
+    pub offsets: KernelOffsets,
+    /// Lock programs that could not load, with the error, for `doctor` and the logs.
+    pub notes: Vec<String>,
+}
+
+impl Probes {
+    /// Loads and attaches the programs and picks the tier.
+    pub fn load(options: &ProbeOptions) -> Result<Probes, ProbeError> {
+        if !object::is_embedded() {
+            return Err(ProbeError::NotEmbedded);
+        }
+        let euid = nix::unistd::geteuid().as_raw();
+        if euid != 0 {
+            return Err(ProbeError::NotRoot(euid));
+        }
+        raise_memlock_limit();
+        tracefs::ensure_mounted().map_err(ProbeError::Tracefs)?;
+
+        let offsets = KernelOffsets::from_btf(&Btf::from_sys_fs()?)?;
+        let mut notes = Vec::new();
+        let lock_address = find_lock_address(options, &mut notes);
+        let address = lock_address
+            .as_ref()
+            .and_then(|a| u64::from_str_radix(a.address.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0);
+
+        let filters = options.filters;
+        let pid = filters.pid.unwrap_or(0);
+        let cgroup = filters.cgroup_id.unwrap_or(0);
+        let mntns = filters.mntns_id.unwrap_or(0);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("NS_SEM_ADDR", &address, true)
+            .override_global("OFF_RWSEM_OWNER", &offsets.rwsem_owner, true)
+            .override_global("OFF_TASK_PID", &offsets.task_pid, true)
+            .override_global("OFF_TASK_TGID", &offsets.task_tgid, true)
+            .override_global("OFF_TASK_COMM", &offsets.task_comm, true)
+            .override_global("OFF_TASK_NSPROXY", &offsets.task_nsproxy, true)
+            .override_global("OFF_NSPROXY_MNT_NS", &offsets.nsproxy_mnt_ns, true)
+            .override_global("OFF_MNT_NS_INUM", &offsets.mnt_ns_inum, true)
+            .override_global("FILTER_TGID", &pid, true)
+            .override_global("FILTER_CGROUP", &cgroup, true)
+            .override_global("FILTER_MNTNS", &mntns, true)
+            .load(object::EBPF_OBJECT)?;
+
+        for syscall in MountSyscall::ALL {
+            let name = syscall.tracepoint_name();
+            attach_tracepoint(
+                &mut ebpf,
+                &format!("exit_{name}"),
+                "syscalls",
+                &format!("sys_exit_{name}"),
+            )?;
+            attach_tracepoint(
+                &mut ebpf,
+                &format!("enter_{name}"),
+                "syscalls",
+                &format!("sys_enter_{name}"),
+            )?;
+        }
+
+        let tier = if address == 0 {
+            Tier {
+                kind: TierKind::SyscallsOnly,
+                reason: "the address of namespace_sem is unknown, so no lock program runs".into(),
+            }
+        } else {
+            match attach_lock_programs(&mut ebpf, options.hold_method, &mut notes) {
+                Ok(tier) => tier,
+                Err(e) => {
+                    warn!("lock programs failed to attach, showing syscall latency only: {e}");
+                    notes.push(e.to_string());
+                    Tier {
+                        kind: TierKind::SyscallsOnly,
+                        reason: format!("lock:contention_* could not attach: {e}"),
+                    }
+                }
+            }
+        };
+        info!("measurement tier: {} ({})", tier.kind.label(), tier.reason);
+        Ok(Probes {
+            ebpf,
+            tier,
+            lock_address,
+            offsets,
+            notes,
+        })
+    }
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels before 5.11 that charge BPF maps to it. Newer kernels
+/// charge the memory cgroup, so a failure here is harmless and only logged.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}; harmless on Linux 5.11+",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The address of `namespace_sem`: given, from kallsyms, or calibrated.
+fn find_lock_address(options: &ProbeOptions, notes: &mut Vec<String>) -> Option<LockAddress> {
+    if let Some(address) = options.lock_address {
+        return Some(LockAddress {
+            address: format!("{address:#x}"),
+            source: AddressSource::Kallsyms,
+        });
+    }
+    if let Some(address) = kallsyms::lookup("namespace_sem") {
+        return Some(LockAddress {
+            address: format!("{address:#x}"),
+            source: AddressSource::Kallsyms,
+        });
+    }
+    match calibrate::find_namespace_sem() {
+        Ok(c) => Some(LockAddress {
+            address: format!("{:#x}", c.address),
+            source: AddressSource::Calibration,
+        }),
+        Err(e) => {
+            warn!("could not find namespace_sem: {e}");
+            notes.push(format!("namespace_sem not found: {e}"));
+            None
+        }
+    }
+}
+
+fn program_error(program: &str) -> impl FnOnce(ProgramError) -> ProbeError + '_ {
+    move |source| ProbeError::Program {
+        program: program.to_string(),
+        source,
+    }
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<(), ProbeError> {
+    let tp: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| ProbeError::Missing(program.to_string()))?
+        .try_into()
+        .map_err(program_error(program))?;
+    tp.load().map_err(program_error(program))?;
+    tp.attach(category, name).map_err(program_error(program))?;
+    Ok(())
+}
+
+/// Attaches the contention tracepoints and the best hold-time method allowed.
+fn attach_lock_programs(
+    ebpf: &mut Ebpf,
+    method: HoldMethod,
+    notes: &mut Vec<String>,
+) -> Result<Tier, ProbeError> {
+    attach_tracepoint(ebpf, "contention_end", "lock", "contention_end")?;
+    attach_tracepoint(ebpf, "contention_begin", "lock", "contention_begin")?;
+
+    if matches!(method, HoldMethod::Auto | HoldMethod::Fentry) {
+        match attach_fentry(ebpf) {
+            Ok(()) => {
+                return Ok(Tier {
+                    kind: TierKind::ExactFentry,
+                    reason: "fentry/fexit on the rwsem operations loaded".into(),
+                });
+            }
+            Err(e) => {
+                detach_all(ebpf, FENTRY_PROGRAMS);
+                notes.push(format!("fentry: {e}"));
+                info!("fentry tier unavailable: {e}");
+            }
+        }
+    }
+    if matches!(method, HoldMethod::Auto | HoldMethod::Kprobe) {
+        match attach_kprobes(ebpf) {
+            Ok(()) => {
+                return Ok(Tier {
+                    kind: TierKind::ExactKprobe,
+                    reason: "fentry is unavailable; kprobes on the rwsem operations loaded".into(),
+                });
+            }
+            Err(e) => {
+                detach_all(ebpf, KPROBE_PROGRAMS.iter().map(|(p, _, _)| *p));
+                notes.push(format!("kprobe: {e}"));
+                info!("kprobe tier unavailable: {e}");
+            }
+        }
+    }
+    if matches!(method, HoldMethod::Auto | HoldMethod::Sample) {
+        attach_sampler(ebpf)?;
+        let why = if method == HoldMethod::Sample {
+            "the cpu-clock sampler was requested".to_string()
+        } else {
+            format!(
+                "fentry and kprobes are unavailable ({}), so a cpu-clock sampler every {} µs \
+                 estimates hold time",
+                notes.join("; "),
+                SAMPLE_PERIOD_NS / 1000
+            )
+        };
+        return Ok(Tier {
+            kind: TierKind::ContentionEstimate,
+            reason: why,
+        });
+    }
+    Ok(Tier {
+        kind: TierKind::ContentionEstimate,
+        reason: "waits from lock:contention_*; hold measurement is off".into(),
+    })
+}
+
+/// fentry/fexit programs and the kernel function each attaches to.
+const FENTRY_PROGRAMS: [&str; 5] = [
+    "fexit_down_write",
+    "fexit_down_read",
+    "fentry_up_write",
+    "fentry_up_read",
+    "fentry_downgrade_write",
+];
+
+fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let btf = aya::Btf::from_sys_fs()
+        .map_err(|e| ProbeError::System(format!("failed to read the kernel BTF: {e}")))?;
+    for (program, function, is_exit) in [
+        ("fexit_down_write", "down_write", true),
+        ("fexit_down_read", "down_read", true),
+        ("fentry_up_write", "up_write", false),
+        ("fentry_up_read", "up_read", false),
+        ("fentry_downgrade_write", "downgrade_write", false),
+    ] {
+        let prog = ebpf
+            .program_mut(program)
+            .ok_or_else(|| ProbeError::Missing(program.to_string()))?;
+        if is_exit {
+            let p: &mut FExit = prog.try_into().map_err(program_error(program))?;
+            p.load(function, &btf).map_err(program_error(program))?;
+            p.attach().map_err(program_error(program))?;
+        } else {
+            let p: &mut FEntry = prog.try_into().map_err(program_error(program))?;
+            p.load(function, &btf).map_err(program_error(program))?;
+            p.attach().map_err(program_error(program))?;
+        }
+    }
+    Ok(())
+}
+
+/// kprobe programs: (program, function, whether it is a return probe).
+const KPROBE_PROGRAMS: [(&str, &str, bool); 7] = [
+    ("kprobe_down_write", "down_write", false),
+    ("kretprobe_down_write", "down_write", true),
+    ("kprobe_down_read", "down_read", false),
+    ("kretprobe_down_read", "down_read", true),
+    ("kprobe_up_write", "up_write", false),
+    ("kprobe_up_read", "up_read", false),
+    ("kprobe_downgrade_write", "downgrade_write", false),
+];
+
+fn attach_kprobes(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    for (program, function, _) in KPROBE_PROGRAMS {
+        let p: &mut KProbe = ebpf
+            .program_mut(program)
+            .ok_or_else(|| ProbeError::Missing(program.to_string()))?
+            .try_into()
+            .map_err(program_error(program))?;
+        p.load().map_err(program_error(program))?;
+        p.attach(function, 0).map_err(program_error(program))?;
+    }
+    Ok(())
+}
+
+fn attach_sampler(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let program = "sample_hold";
+    let p: &mut PerfEvent = ebpf
+        .program_mut(program)
+        .ok_or_else(|| ProbeError::Missing(program.to_string()))?
+        .try_into()
+        .map_err(program_error(program))?;
+    p.load().map_err(program_error(program))?;
+    let cpus = aya::util::online_cpus()
+        .map_err(|(what, e)| ProbeError::System(format!("failed to read {what}: {e}")))?;
+    for cpu in cpus {
+        p.attach(
+            PerfEventConfig::Software(SoftwareEvent::CpuClock),
+            PerfEventScope::AllProcessesOneCpu { cpu },
+            SamplePolicy::Period(SAMPLE_PERIOD_NS),
+            false,
+        )
+        .map_err(program_error(program))?;
+    }
+    Ok(())
+}
+
+/// Unloads programs of a tier that failed half-way, so none of them stays attached.
+fn detach_all<'a>(ebpf: &mut Ebpf, programs: impl IntoIterator<Item = &'a str>) {
+    for name in programs {
+        if let Some(program) = ebpf.program_mut(name) {
+            let result = match program {
+                aya::programs::Program::FEntry(p) => p.unload(),
+                aya::programs::Program::FExit(p) => p.unload(),
+                aya::programs::Program::KProbe(p) => p.unload(),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                debug!("unloading {name}: {e}");
+            }
+        }
+    }
+}
