@@ -69,6 +69,9 @@ fn hold_ends(mode: LockMode) {
     if !task::passes_cheap_filters(tgid, task::current_cgroup()) {
         return;
     }
+    if globals::filter_mntns() != 0 && !task::passes_mntns_filter(task::current_mntns()) {
+        return;
+    }
     let hold_ns = now.saturating_sub(state.start_ns);
     // SAFETY: the pointer comes from the map; the entry is copied at once.
     let inflight = INFLIGHT.get_ptr(&tid).map(|p| unsafe { *p });

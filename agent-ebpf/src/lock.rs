@@ -50,6 +50,9 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     if !task::passes_cheap_filters(tgid, task::current_cgroup()) {
         return 0;
     }
+    if globals::filter_mntns() != 0 && !task::passes_mntns_filter(task::current_mntns()) {
+        return 0;
+    }
 
     let mut pending = PendingWait {
         // SAFETY: the helper has no preconditions.

@@ -36,11 +36,11 @@ use super::object::EBPF_OBJECT;
 const KERNEL_IMAGE_START: u64 = 0xffff_ffff_8000_0000;
 
 /// Longest time the calibration runs before giving up.
-const MAX_DURATION: Duration = Duration::from_secs(3);
+const MAX_DURATION: Duration = Duration::from_secs(5);
 /// Time between checks of the recorded contentions.
 const ROUND: Duration = Duration::from_millis(50);
 /// Contentions each side must show on one address before it is accepted.
-const MIN_CONTENTIONS: u64 = 3;
+const MIN_CONTENTIONS: u64 = 2;
 
 #[derive(Debug, Error)]
 pub enum CalibrationError {

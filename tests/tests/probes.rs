@@ -1,0 +1,426 @@
+//! Privileged tests of the kernel programs: each test enters its own private mount namespace,
+//! loads the real programs filtered to that namespace, makes real mounts and checks what the
+//! programs counted. They need root and a kernel with BTF and syscall tracepoints; without
+//! root they print why and pass without checking anything.
+
+use std::{
+    ffi::CString,
+    fs,
+    os::{fd::FromRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use mountscope_agent::{
+    collect::{Collector, event::EventRecord, totals::Totals},
+    probes::{Filters, HoldMethod, ProbeOptions, Probes, calibrate},
+};
+use mountscope_common::{HolderKind, LockMode, MountSyscall};
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, unshare},
+};
+
+/// Serialises the tests that need contention: on a 2-CPU machine, running them at once
+/// starves each of the CPU time that contention needs.
+fn contention_guard() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: needs root to load eBPF programs and mount");
+    false
+}
+
+/// The calibrated address of namespace_sem, found once for all tests.
+fn lock_address() -> u64 {
+    static ADDRESS: OnceLock<u64> = OnceLock::new();
+    *ADDRESS.get_or_init(|| {
+        calibrate::find_namespace_sem()
+            .expect("calibration failed")
+            .address
+    })
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let path =
+            std::env::temp_dir().join(format!("mountscope-probes-{name}-{}", std::process::id()));
+        fs::create_dir_all(path.join("src")).unwrap();
+        fs::create_dir_all(path.join("dst")).unwrap();
+        fs::write(path.join("src/marker"), b"x").unwrap();
+        Scratch(path)
+    }
+
+    fn src(&self) -> PathBuf {
+        self.0.join("src")
+    }
+
+    fn dst(&self) -> PathBuf {
+        self.0.join("dst")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Moves the calling thread into a new private mount namespace and returns its inode number.
+fn enter_private_namespace() -> u64 {
+    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / private");
+    fs::metadata("/proc/thread-self/ns/mnt")
+        .expect("stat /proc/thread-self/ns/mnt")
+        .ino()
+}
+
+/// Runs `body` on a new thread inside its own mount namespace, with probes loaded and
+/// filtered to that namespace. The namespace and its mounts end with the thread.
+fn in_namespace_with_probes<T: Send + 'static>(
+    body: impl FnOnce(&mut Collector, u64) -> T + Send + 'static,
+) -> T {
+    let address = lock_address();
+    thread::spawn(move || {
+        let mntns = enter_private_namespace();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let options = ProbeOptions {
+                filters: Filters {
+                    mntns_id: Some(mntns),
+                    ..Filters::default()
+                },
+                hold_method: HoldMethod::Auto,
+                lock_address: Some(address),
+            };
+            let probes = Probes::load(&options).expect("load the probes");
+            let mut collector = Collector::new(probes).expect("create the collector");
+            body(&mut collector, mntns)
+        })
+    })
+    .join()
+    .expect("test thread panicked")
+}
+
+fn calls(totals: &Totals, syscall: MountSyscall) -> u64 {
+    totals.syscalls[syscall.index()].calls
+}
+
+fn errors(totals: &Totals, syscall: MountSyscall) -> u64 {
+    totals.syscalls[syscall.index()].errors
+}
+
+fn drain_all(collector: &mut Collector) -> Vec<EventRecord> {
+    let mut events = Vec::new();
+    collector.drain(|e| {
+        events.push(e);
+        true
+    });
+    events
+}
+
+fn bind_and_unmount(src: &Path, dst: &Path, times: usize) {
+    for _ in 0..times {
+        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind mount");
+        umount2(dst, MntFlags::empty()).expect("umount");
+    }
+}
+
+#[test]
+fn bind_mounts_counted_exactly() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("count");
+    let (src, dst) = (scratch.src(), scratch.dst());
+    let totals = in_namespace_with_probes(move |collector, _| {
+        bind_and_unmount(&src, &dst, 25);
+        collector.totals_since_reset().unwrap()
+    });
+    assert_eq!(calls(&totals, MountSyscall::Mount), 25);
+    assert_eq!(calls(&totals, MountSyscall::Umount2), 25);
+    assert_eq!(errors(&totals, MountSyscall::Mount), 0);
+}
+
+#[test]
+fn syscall_events_carry_namespace() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("events");
+    let (src, dst) = (scratch.src(), scratch.dst());
+    let (events, mntns) = in_namespace_with_probes(move |collector, mntns| {
+        bind_and_unmount(&src, &dst, 3);
+        (drain_all(collector), mntns)
+    });
+    let mounts: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "syscall" && e.syscall == Some(MountSyscall::Mount))
+        .collect();
+    assert_eq!(mounts.len(), 3, "{events:?}");
+    assert!(mounts.iter().all(|e| e.mntns_id == mntns), "{mounts:?}");
+    assert!(
+        mounts.iter().all(|e| e.pid == std::process::id()),
+        "{mounts:?}"
+    );
+    assert!(mounts.iter().all(|e| e.duration_ns > 0), "{mounts:?}");
+}
+
+#[test]
+fn missing_directory_records_enoent() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("enoent");
+    let src = scratch.src();
+    let missing = scratch.0.join("does-not-exist");
+    let (totals, events) = in_namespace_with_probes(move |collector, _| {
+        let result = mount(
+            Some(&src),
+            &missing,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        );
+        assert_eq!(result, Err(nix::errno::Errno::ENOENT));
+        (
+            collector.totals_since_reset().unwrap(),
+            drain_all(collector),
+        )
+    });
+    assert_eq!(calls(&totals, MountSyscall::Mount), 1);
+    assert_eq!(errors(&totals, MountSyscall::Mount), 1);
+    let failed = events
+        .iter()
+        .find(|e| e.syscall == Some(MountSyscall::Mount))
+        .expect("a mount event");
+    assert_eq!(failed.errno.as_deref(), Some("ENOENT"));
+    assert_eq!(failed.ret, Some(-(libc::ENOENT as i64)));
+}
+
+/// `struct mount_attr` from include/uapi/linux/mount.h.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// open_tree(OPEN_TREE_CLONE) + mount_setattr(MOUNT_ATTR_RDONLY) + move_mount, the sequence
+/// runtimes use for idmapped layers (with MOUNT_ATTR_IDMAP instead of RDONLY).
+fn detached_mount_sequence(src: &Path, dst: &Path) {
+    let src = CString::new(src.as_os_str().as_encoded_bytes()).unwrap();
+    let dst = CString::new(dst.as_os_str().as_encoded_bytes()).unwrap();
+    let empty = CString::new("").unwrap();
+    // SAFETY: the arguments are valid NUL-terminated strings and a properly sized struct; the
+    // returned fd is owned by `tree` and closed on drop.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        );
+        assert!(fd >= 0, "open_tree: {}", std::io::Error::last_os_error());
+        let tree = std::os::fd::OwnedFd::from_raw_fd(fd as i32);
+        let attr = MountAttr {
+            attr_set: libc::MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let ret = libc::syscall(
+            libc::SYS_mount_setattr,
+            std::os::fd::AsRawFd::as_raw_fd(&tree),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        );
+        assert_eq!(ret, 0, "mount_setattr: {}", std::io::Error::last_os_error());
+        let ret = libc::syscall(
+            libc::SYS_move_mount,
+            std::os::fd::AsRawFd::as_raw_fd(&tree),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH as libc::c_uint,
+        );
+        assert_eq!(ret, 0, "move_mount: {}", std::io::Error::last_os_error());
+    }
+}
+
+#[test]
+fn new_mount_api_sequence_counted() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("newapi");
+    let (src, dst) = (scratch.src(), scratch.dst());
+    let totals = in_namespace_with_probes(move |collector, _| {
+        for _ in 0..4 {
+            detached_mount_sequence(&src, &dst);
+            umount2(&dst, MntFlags::empty()).expect("umount");
+        }
+        collector.totals_since_reset().unwrap()
+    });
+    assert_eq!(calls(&totals, MountSyscall::OpenTree), 4);
+    assert_eq!(calls(&totals, MountSyscall::MountSetattr), 4);
+    assert_eq!(calls(&totals, MountSyscall::MoveMount), 4);
+    assert_eq!(calls(&totals, MountSyscall::Umount2), 4);
+    assert_eq!(calls(&totals, MountSyscall::Mount), 0);
+}
+
+#[test]
+fn discovery_finds_one_stable_address() {
+    if !is_root() {
+        return;
+    }
+    let _serial = contention_guard();
+    let first = calibrate::find_namespace_sem().expect("first calibration");
+    let second = calibrate::find_namespace_sem().expect("second calibration");
+    assert_eq!(first.address, second.address);
+    assert!(
+        first.other_candidates.is_empty(),
+        "{:x?}",
+        first.other_candidates
+    );
+    assert!(
+        first.address >= 0xffff_ffff_8000_0000,
+        "{:#x}",
+        first.address
+    );
+}
+
+#[test]
+fn discovery_ignores_other_mounters() {
+    if !is_root() {
+        return;
+    }
+    let _serial = contention_guard();
+    // Another thread of this process mounts in a loop in its own namespace while calibration
+    // runs; it is not a calibration thread, so its contention must not change the answer.
+    let scratch = Scratch::new("noise");
+    let (src, dst) = (scratch.src(), scratch.dst());
+    let stop = Arc::new(AtomicBool::new(false));
+    let noise_stop = Arc::clone(&stop);
+    let noise = thread::spawn(move || {
+        enter_private_namespace();
+        while !noise_stop.load(Ordering::Relaxed) {
+            bind_and_unmount(&src, &dst, 1);
+        }
+    });
+    let calibration = calibrate::find_namespace_sem();
+    stop.store(true, Ordering::Relaxed);
+    noise.join().unwrap();
+    assert_eq!(calibration.expect("calibration").address, lock_address());
+}
+
+#[test]
+fn contention_names_the_holder() {
+    if !is_root() {
+        return;
+    }
+    let _serial = contention_guard();
+    let scratch = Scratch::new("contend");
+    let src = scratch.src();
+    let dsts: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let d = scratch.0.join(format!("dst{i}"));
+            fs::create_dir_all(&d).unwrap();
+            d
+        })
+        .collect();
+    let (totals, events, mounters) = in_namespace_with_probes(move |collector, _| {
+        // The threads start in this thread's namespace, so the filter sees them all.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        for dst in dsts {
+            let (src, stop, tid_tx) = (src.clone(), Arc::clone(&stop), tid_tx.clone());
+            threads.push(thread::spawn(move || {
+                tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    bind_and_unmount(&src, &dst, 1);
+                }
+            }));
+        }
+        let reader_stop = Arc::clone(&stop);
+        threads.push(thread::spawn(move || {
+            while !reader_stop.load(Ordering::Relaxed) {
+                let _ = fs::read("/proc/self/mountinfo");
+            }
+        }));
+        let started = Instant::now();
+        let mut events = Vec::new();
+        while started.elapsed() < Duration::from_millis(1500) {
+            thread::sleep(Duration::from_millis(100));
+            collector.drain(|e| {
+                events.push(e);
+                true
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        collector.drain(|e| {
+            events.push(e);
+            true
+        });
+        let mounters: Vec<u32> = tid_rx.try_iter().collect();
+        (collector.totals_since_reset().unwrap(), events, mounters)
+    });
+
+    let waits: u64 = totals.waits.iter().map(|w| w.count).sum();
+    assert!(waits > 0, "no namespace_sem wait seen");
+    assert!(
+        totals.waits[LockMode::Write.index()].count > 0,
+        "no write wait seen"
+    );
+    // Other tests of this binary mount at the same time, so their threads can hold the lock
+    // too; look for a wait held by one of this test's mounting threads.
+    let named = events.iter().find(|e| {
+        e.kind == "lock_wait"
+            && e.holder.as_ref().is_some_and(|h| {
+                h.kind == HolderKind::Writer && h.tid.is_some_and(|t| mounters.contains(&t))
+            })
+    });
+    let named = named.expect("a wait whose holder is one of this test's mounting threads");
+    let holder = named.holder.as_ref().unwrap();
+    assert!(
+        matches!(
+            holder.syscall,
+            Some(MountSyscall::Mount | MountSyscall::Umount2)
+        ),
+        "{holder:?}"
+    );
+    assert!(
+        !holder.comm.as_deref().unwrap_or("").is_empty(),
+        "{holder:?}"
+    );
+}
