@@ -25,12 +25,12 @@ pub fn calibrate_contention(ctx: TracePointContext) -> u32 {
         tid,
         flags,
     };
-    match CALIB.get_ptr_mut(&key) {
+    match CALIB.get_ptr_mut(key) {
         // SAFETY: the pointer comes from the map; a lost increment between CPUs only lowers
         // a count that is used as a threshold.
         Some(count) => unsafe { *count += 1 },
         None => {
-            let _ = CALIB.insert(&key, &1, 0);
+            let _ = CALIB.insert(key, 1, 0);
         }
     }
     0

@@ -50,7 +50,7 @@ fn hold_begins(tid: u32, mode: LockMode) {
         mode: mode as u32,
         _pad0: 0,
     };
-    let _ = EXACT_STATE.insert(&tid, &state, 0);
+    let _ = EXACT_STATE.insert(tid, state, 0);
 }
 
 /// The thread released the lock held in `mode`: records the hold.
@@ -59,10 +59,10 @@ fn hold_ends(mode: LockMode) {
     let now = now_ns();
     let (tgid, tid) = task::current_ids();
     // SAFETY: the pointer comes from the map and is read before the entry is removed.
-    let Some(state) = EXACT_STATE.get_ptr(&tid).map(|p| unsafe { *p }) else {
+    let Some(state) = EXACT_STATE.get_ptr(tid).map(|p| unsafe { *p }) else {
         return;
     };
-    let _ = EXACT_STATE.remove(&tid);
+    let _ = EXACT_STATE.remove(tid);
     if state.start_ns == 0 || state.mode != mode as u32 {
         return;
     }
@@ -74,7 +74,7 @@ fn hold_ends(mode: LockMode) {
     }
     let hold_ns = now.saturating_sub(state.start_ns);
     // SAFETY: the pointer comes from the map; the entry is copied at once.
-    let inflight = INFLIGHT.get_ptr(&tid).map(|p| unsafe { *p });
+    let inflight = INFLIGHT.get_ptr(tid).map(|p| unsafe { *p });
     let syscall = inflight.map(|i| i.syscall).unwrap_or(0);
 
     hist::add_lock(&HOLD_STATS, mode.index() as u32, hold_ns, syscall != 0);
@@ -171,13 +171,13 @@ fn acquiring(sem: u64, mode: LockMode) {
         mode: mode as u32,
         _pad0: 0,
     };
-    let _ = EXACT_STATE.insert(&task::current_ids().1, &state, 0);
+    let _ = EXACT_STATE.insert(task::current_ids().1, state, 0);
 }
 
 #[inline(always)]
 fn acquired() {
     let (_, tid) = task::current_ids();
-    let Some(state) = EXACT_STATE.get_ptr_mut(&tid) else {
+    let Some(state) = EXACT_STATE.get_ptr_mut(tid) else {
         return;
     };
     // SAFETY: the pointer comes from the map and only this thread uses its entry.

@@ -79,7 +79,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
             pending.holder_pid = holder_tgid;
             pending.holder_tid = holder_tid;
             pending.holder_comm = comm;
-            if let Some(inflight) = INFLIGHT.get_ptr(&holder_tid) {
+            if let Some(inflight) = INFLIGHT.get_ptr(holder_tid) {
                 // SAFETY: the pointer comes from the map; the entry is copied at once.
                 let inflight = unsafe { *inflight };
                 pending.holder_syscall = inflight.syscall;
@@ -88,7 +88,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         }
     }
 
-    if PENDING_WAITS.insert(&tid, &pending, 0).is_err() {
+    if PENDING_WAITS.insert(tid, pending, 0).is_err() {
         hist::count(&DROPS, drop_slot::PENDING);
     }
     0
@@ -106,17 +106,17 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     let (tgid, tid) = task::current_ids();
     // SAFETY: the pointer comes from the map and is read before the entry is removed.
-    let Some(pending) = PENDING_WAITS.get_ptr(&tid).map(|p| unsafe { *p }) else {
+    let Some(pending) = PENDING_WAITS.get_ptr(tid).map(|p| unsafe { *p }) else {
         return 0;
     };
-    let _ = PENDING_WAITS.remove(&tid);
+    let _ = PENDING_WAITS.remove(tid);
     let Some(mode) = LockMode::from_id(pending.mode) else {
         return 0;
     };
 
     let wait_ns = now.saturating_sub(pending.start_ns);
     // SAFETY: the pointer comes from the map; the entry is copied at once.
-    let inflight = INFLIGHT.get_ptr(&tid).map(|p| unsafe { *p });
+    let inflight = INFLIGHT.get_ptr(tid).map(|p| unsafe { *p });
     let syscall = inflight.map(|i| i.syscall).unwrap_or(0);
 
     hist::add_lock(&WAIT_STATS, mode.index() as u32, wait_ns, syscall != 0);

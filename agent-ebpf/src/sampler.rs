@@ -34,7 +34,7 @@ pub fn sample_hold(_ctx: PerfEventContext) -> u32 {
     hist::count(&SAMPLER, sampler_slot::HELD_BY_CURRENT);
 
     let (_, tid) = task::current_ids();
-    if let Some(inflight) = INFLIGHT.get_ptr(&tid) {
+    if let Some(inflight) = INFLIGHT.get_ptr(tid) {
         // SAFETY: the pointer comes from the map; the field is copied at once.
         let syscall = unsafe { (*inflight).syscall };
         if syscall >= 1 && syscall as usize <= SYSCALL_COUNT {

@@ -35,7 +35,7 @@ fn on_enter(syscall: MountSyscall) -> u32 {
         syscall: syscall as u32,
         _pad0: 0,
     };
-    if INFLIGHT.insert(&tid, &entry, 0).is_err() {
+    if INFLIGHT.insert(tid, entry, 0).is_err() {
         hist::count(&DROPS, drop_slot::INFLIGHT);
     }
     0
@@ -47,11 +47,11 @@ fn on_exit(ctx: &TracePointContext, syscall: MountSyscall) -> u32 {
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     let (tgid, tid) = task::current_ids();
     // SAFETY: the pointer comes from the map and is read before the entry is removed.
-    let Some(inflight) = INFLIGHT.get_ptr(&tid).map(|p| unsafe { *p }) else {
+    let Some(inflight) = INFLIGHT.get_ptr(tid).map(|p| unsafe { *p }) else {
         // Filtered out at enter, or the enter happened before the programs were attached.
         return 0;
     };
-    let _ = INFLIGHT.remove(&tid);
+    let _ = INFLIGHT.remove(tid);
     if inflight.syscall != syscall as u32 {
         hist::count(&DROPS, drop_slot::UNPAIRED);
         return 0;

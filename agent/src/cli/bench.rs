@@ -267,6 +267,9 @@ fn us(ns: f64) -> String {
     format!("{:.1} µs", ns / 1000.0)
 }
 
+/// One table row: label, the value of one strategy, and the B/A ratio.
+type Row<'a> = (&'a str, Box<dyn Fn(&StrategyResult) -> String>, Option<f64>);
+
 fn render(report: &Report) -> String {
     let mut out = format!(
         "kernel {}, tier {}\nlayers {}, builders {}, idmap {}\n\n",
@@ -278,7 +281,7 @@ fn render(report: &Report) -> String {
     } else {
         "hold per build"
     };
-    let rows: Vec<(&str, Box<dyn Fn(&StrategyResult) -> String>, Option<f64>)> = vec![
+    let rows: Vec<Row> = vec![
         (
             "builds/s",
             Box::new(|r| format!("{:.1}", r.builds_per_s)),

@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod doctor;
 mod logging;
+mod overhead;
 mod record;
 mod session;
 mod watch;
@@ -31,6 +32,8 @@ enum Command {
     Record(record::RecordArgs),
     /// Compare per-layer bind mounts (A) with one common-parent bind mount (B).
     Bench(bench::BenchArgs),
+    /// Measure what the probes add to a bind mount + umount, against no probes and bpftrace.
+    Overhead(overhead::OverheadArgs),
     /// Check what this kernel allows and which measurement tier mountscope will use.
     Doctor(doctor::DoctorArgs),
 }
@@ -45,6 +48,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => {
             logging::to_stderr(&cli.log)?;
             bench::run(args)
+        }
+        Command::Overhead(args) => {
+            logging::to_stderr(&cli.log)?;
+            overhead::run(args)
         }
         Command::Doctor(args) => {
             logging::to_stderr(&cli.log)?;

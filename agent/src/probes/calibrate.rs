@@ -214,7 +214,7 @@ fn pick(writes: &BTreeMap<u64, u64>, reads: &BTreeMap<u64, u64>) -> Vec<(u64, u6
             (*w >= MIN_CONTENTIONS && *r >= MIN_CONTENTIONS).then_some((*addr, w + r))
         })
         .collect();
-    both.sort_by(|a, b| b.1.cmp(&a.1));
+    both.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
     both
 }
 
