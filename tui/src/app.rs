@@ -183,11 +183,7 @@ fn describe_change(action: Action, settings: &ExecutorSettings) -> Result<String
     match action {
         Action::ToggleStrategy => {
             let next = settings.strategy.toggled();
-            Ok(format!(
-                "strategy → {} ({}) at next start",
-                next.letter(),
-                next.label()
-            ))
+            Ok(format!("strategy → {} at next start", next.label()))
         }
         Action::AddBuilder => Ok(format!(
             "builders → {} at next start",

@@ -153,7 +153,7 @@ fn strategy_toggle_announces_next_strategy() {
     app.update(press(key_of(Action::ToggleStrategy)));
     assert_eq!(
         app.status(),
-        Some("strategy → B (B common parent) at next start")
+        Some("strategy → B common parent at next start")
     );
 }
 

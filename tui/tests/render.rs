@@ -140,3 +140,43 @@ fn ab_panel_shows_ratio_of_builds() {
     let text = render(&app, LARGE.0, LARGE.1);
     assert!(text.contains("2.41"), "{text}");
 }
+
+/// A reason as long as the agent writes when neither fentry nor kprobes load.
+const LONG_REASON: &str = "fentry and kprobes are unavailable (fentry: failed to load or attach \
+     `fexit_down_write`), so a cpu-clock sampler every 100 µs estimates hold time";
+
+fn tier_row(text: &str) -> &str {
+    text.lines().nth(1).unwrap_or_default()
+}
+
+#[test]
+fn tier_line_keeps_full_label_when_it_fits() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, LARGE.0, LARGE.1);
+    assert_eq!(
+        tier_row(&text),
+        "tier contention tracepoints + hold estimate: fentry on rwsem unavailable (BTF lacks \
+         down_write)"
+    );
+}
+
+#[test]
+fn tier_line_shortens_label_when_narrow() {
+    let mut snapshot = estimate_with_executor();
+    snapshot.tier.reason = LONG_REASON.to_string();
+    let app = app_with(&[snapshot]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(
+        tier_row(&text).starts_with("tier hold estimate: fentry and kprobes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tier_line_marks_cut_reason() {
+    let mut snapshot = estimate_with_executor();
+    snapshot.tier.reason = LONG_REASON.to_string();
+    let app = app_with(&[snapshot]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(tier_row(&text).ends_with(" to load…"), "{text}");
+}

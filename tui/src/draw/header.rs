@@ -1,6 +1,6 @@
 //! The header: kernel, measurement tier and reason, `namespace_sem` address, uptime, drops.
 
-use mountscope_common::snapshot::{AddressSource, Snapshot};
+use mountscope_common::snapshot::{AddressSource, Snapshot, TierKind};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -14,7 +14,7 @@ use crate::format;
 pub(super) fn draw_header(frame: &mut Frame, area: Rect, snapshot: &Snapshot) {
     let lines = vec![
         summary_line(snapshot),
-        tier_line(snapshot),
+        tier_line(snapshot, usize::from(area.width)),
         address_line(snapshot),
     ];
     frame.render_widget(Paragraph::new(lines), area);
@@ -40,7 +40,10 @@ fn summary_line(snapshot: &Snapshot) -> Line<'_> {
     ])
 }
 
-fn tier_line(snapshot: &Snapshot) -> Line<'_> {
+/// Builds `tier LABEL: REASON` to fit `width` columns. When the full line is too wide, the
+/// label becomes its short form, and a reason that still does not fit is cut after its last
+/// whole word with `…`, so a truncation is always visible. The log has the full reason.
+fn tier_line(snapshot: &Snapshot, width: usize) -> Line<'_> {
     let tier = &snapshot.tier;
     let kind_style = if tier.kind.hold_is_estimate() {
         Style::new().fg(Color::Yellow)
@@ -48,12 +51,58 @@ fn tier_line(snapshot: &Snapshot) -> Line<'_> {
         Style::new().fg(Color::Green)
     };
 
-    Line::from(vec![
-        Span::styled("tier ", label()),
-        Span::styled(tier.kind.label(), kind_style),
-        Span::styled(": ", label()),
-        Span::raw(tier.reason.as_str()),
-    ])
+    let prefix = |kind_label: &'static str| {
+        vec![
+            Span::styled("tier ", label()),
+            Span::styled(kind_label, kind_style),
+            Span::styled(": ", label()),
+        ]
+    };
+
+    let mut spans = prefix(tier.kind.label());
+    spans.push(Span::raw(tier.reason.as_str()));
+    let full = Line::from(spans);
+    if full.width() <= width {
+        return full;
+    }
+
+    let mut spans = prefix(short_tier_label(tier.kind));
+    let used: usize = spans.iter().map(Span::width).sum();
+    let reason = cut_at_word(&tier.reason, width.saturating_sub(used));
+    spans.push(Span::raw(reason));
+    Line::from(spans)
+}
+
+/// Short form of [`TierKind::label`] for narrow terminals.
+fn short_tier_label(kind: TierKind) -> &'static str {
+    match kind {
+        TierKind::ExactFentry => "exact (fentry)",
+        TierKind::ExactKprobe => "exact (kprobe)",
+        TierKind::ContentionEstimate => "hold estimate",
+        TierKind::SyscallsOnly => "syscalls only",
+    }
+}
+
+/// Returns the longest run of whole words of `text` that fits `width` columns with `…`
+/// appended, or all of `text` when it fits.
+fn cut_at_word(text: &str, width: usize) -> String {
+    if Span::raw(text).width() <= width {
+        return text.to_string();
+    }
+
+    let mut kept = String::new();
+    for word in text.split(' ') {
+        let candidate = if kept.is_empty() {
+            word.to_string()
+        } else {
+            format!("{kept} {word}")
+        };
+        if Span::raw(format!("{candidate}…")).width() > width {
+            break;
+        }
+        kept = candidate;
+    }
+    format!("{kept}…")
 }
 
 fn address_line(snapshot: &Snapshot) -> Line<'_> {

@@ -35,10 +35,13 @@ pub(super) fn draw_help(frame: &mut Frame, area: Rect) {
     ]));
     lines.push(Line::default());
     lines.push(Line::styled(
-        " Executor keys do nothing with --no-exec. Changes apply at the",
+        " Executor keys do nothing with --no-exec. Changes apply when",
         label(),
     ));
-    lines.push(Line::styled(" executor's next start.", label()));
+    lines.push(Line::styled(
+        " each builder starts its next container.",
+        label(),
+    ));
 
     let rows = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX);
     let [popup] = Layout::horizontal([Constraint::Length(HELP_COLUMNS)])
