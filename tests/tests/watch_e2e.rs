@@ -3,7 +3,7 @@
 //!
 //! They need root, tmux and a built `mountscope` binary, and skip with a message naming what is
 //! missing. The binary is taken from `MOUNTSCOPE_BIN` when set, else from the target directory
-//! that holds this test, else from `<workspace>/target/{debug,release}`. `cargo test` does not
+//! that contains this test, else from `<workspace>/target/{debug,release}`. `cargo test` does not
 //! build it, so run `cargo build -p mountscope-agent` first or set `MOUNTSCOPE_BIN`.
 //!
 //! Each test runs its own tmux server, store, log file and working directory in a directory
@@ -59,9 +59,9 @@ impl WatchSession {
     /// Starts `mountscope watch` with its own store, log file and working directory.
     ///
     /// The pane's shell starts the binary through an inner `sh` that writes its pid to
-    /// `mountscope.pid` and then execs the binary with `--pid` set to that same pid, so the
-    /// probes count only this process's mount syscalls and other mounts on the host do not
-    /// change the per-build figure. When the binary exits, the shell prints [`EXIT_MARKER`]
+    /// `mountscope.pid` and then execs the binary with `--pid` set to that same pid. The
+    /// probes then count only this process's mount syscalls, so other mounts on the host do
+    /// not change the per-build figure. When the binary exits, the shell prints [`EXIT_MARKER`]
     /// with the exit status and the terminal settings (`stty -a`), then sleeps until the
     /// session is killed so the pane can still be captured.
     fn start(test: &str, binary: PathBuf) -> WatchSession {
@@ -373,7 +373,7 @@ fn prerequisites() -> Option<PathBuf> {
         return None;
     };
 
-    // `cargo test` does not rebuild the binary, so say which one runs and how old it is.
+    // `cargo test` does not rebuild the binary, so print which one runs and how old it is.
     let age = fs::metadata(binary)
         .and_then(|meta| meta.modified())
         .ok()
