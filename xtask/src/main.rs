@@ -7,6 +7,7 @@ mod privilege;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -35,6 +36,9 @@ enum Command {
     Install(install::Args),
     /// Run `setup`, the format and lint checks and all tests, including the privileged ones.
     Test,
+    /// Boot stock Debian cloud kernels (6.1 and 6.12) under qemu and run the exact-tier tests,
+    /// which need fentry and kprobes, in them. Downloads the kernels on first use.
+    VmTest(vm::Args),
 }
 
 /// Runs the subcommand. A failure is printed with each cause on its own line and without the
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Install(args) => install::run(&args),
         Command::Test => test::run(),
+        Command::VmTest(args) => vm::run(&args).map(|_summary| ()),
     };
 
     let Err(error) = result else {
