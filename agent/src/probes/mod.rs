@@ -137,6 +137,11 @@ impl Probes {
 
         for syscall in MountSyscall::ALL {
             let name = syscall.tracepoint_name();
+            if !syscall_tracepoints_exist(name) {
+                // Older kernels lack the newer syscalls, for example open_tree_attr (6.15).
+                info!("{name} is not traced because this kernel has no sys_enter_{name} tracepoint");
+                continue;
+            }
             attach_tracepoint(
                 &mut ebpf,
                 &format!("exit_{name}"),
@@ -221,6 +226,18 @@ fn find_lock_address(options: &ProbeOptions, notes: &mut Vec<String>) -> Option<
             None
         }
     }
+}
+
+/// Returns whether tracefs lists `syscalls:sys_enter_<name>`, which exists only when the
+/// kernel has the syscall.
+fn syscall_tracepoints_exist(name: &str) -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|root| {
+            std::path::Path::new(root)
+                .join(format!("events/syscalls/sys_enter_{name}"))
+                .is_dir()
+        })
 }
 
 fn program_error(program: &str) -> impl FnOnce(ProgramError) -> ProbeError + '_ {
