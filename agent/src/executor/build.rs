@@ -31,6 +31,8 @@ pub(crate) struct BuildSpec<'a> {
     /// bind mounts.
     pub idmap: Option<(BorrowedFd<'a>, u32)>,
     pub check: &'a ViewCheck,
+    /// This builder's start number, which picks the merged-view probes to check.
+    pub round: u64,
 }
 
 /// Counts the mount-family syscalls of one container start, doubled when `inspection` is set.
@@ -59,12 +61,53 @@ pub fn syscalls_per_container_start(
 }
 
 /// Directory of one container: `lower/` contains the temporary mount points, and
-/// `upper/`, `work/` and `merged/` belong to the overlay.
+/// `upper/`, `work/` and `merged/` belong to the overlay. A builder reuses the same directory
+/// for every start, so its subdirectories are created once.
 pub(crate) struct ContainerDir {
     pub root: PathBuf,
+    /// Whether `upper`, `work`, `merged` and `lower` exist.
+    created: bool,
+    /// Per-layer mount points `lower/000`, `lower/001`… created so far.
+    layer_mount_points: usize,
 }
 
 impl ContainerDir {
+    pub(crate) fn new(root: PathBuf) -> ContainerDir {
+        ContainerDir {
+            root,
+            created: false,
+            layer_mount_points: 0,
+        }
+    }
+
+    /// Creates the directories that a build of `layers` layers with `strategy` needs and that
+    /// do not exist yet, and empties `upper` if the previous container wrote to it.
+    fn prepare(&mut self, strategy: Strategy, layers: usize) -> Result<(), ExecutorError> {
+        let upper = self.root.join("upper");
+        if !self.created {
+            for name in ["upper", "work", "merged", "lower"] {
+                create_dir(&self.root.join(name))?;
+            }
+            self.created = true;
+        } else if !is_empty_dir(&upper)? {
+            remove_tree(&upper)?;
+            create_dir(&upper)?;
+        }
+
+        if strategy == Strategy::PerLayer {
+            let missing = self.layer_mount_points..layers.max(self.layer_mount_points);
+            for index in missing {
+                create_dir(&self.layer_mount_point(index))?;
+            }
+            self.layer_mount_points = self.layer_mount_points.max(layers);
+        }
+        Ok(())
+    }
+
+    fn layer_mount_point(&self, index: usize) -> PathBuf {
+        self.lower_root().join(format!("{index:03}"))
+    }
+
     fn lower_root(&self) -> PathBuf {
         self.root.join("lower")
     }
@@ -74,7 +117,7 @@ impl ContainerDir {
     fn temporary_mount_points(&self, strategy: Strategy, layers: usize) -> Vec<PathBuf> {
         match strategy {
             Strategy::PerLayer => (0..layers)
-                .map(|index| self.lower_root().join(format!("{index:03}")))
+                .map(|index| self.layer_mount_point(index))
                 .collect(),
             Strategy::CommonParent => vec![self.lower_root()],
         }
@@ -109,12 +152,10 @@ impl ContainerDir {
 }
 
 /// A mounted root filesystem. Dropping it without [`Rootfs::teardown`] detaches whatever is
-/// still mounted and removes the directories that are no longer mount points.
+/// still mounted.
 pub(crate) struct Rootfs {
-    dir: PathBuf,
     dirs: OverlayDirs,
     temporary_mounts: Vec<PathBuf>,
-    mount_points: Vec<PathBuf>,
     overlay_mounted: bool,
 }
 
@@ -123,63 +164,40 @@ impl Rootfs {
         &self.dirs.merged
     }
 
-    /// Unmounts the overlay and removes the container's directories.
+    /// Unmounts the overlay. Its directories stay for the builder's next start.
     pub(crate) fn teardown(mut self) -> Result<(), ExecutorError> {
         syscalls::umount(&self.dirs.merged, 0)
             .map_err(|e| ExecutorError::syscall("umount2(overlay)", &self.dirs.merged, e))?;
         self.overlay_mounted = false;
-        self.remove_dirs()
-    }
-
-    /// Removes the container's directories. Mount points go with `rmdir`, which fails with
-    /// EBUSY rather than descend into a layer still mounted there. Only `upper` and `work`,
-    /// which are never mount points, are removed recursively.
-    fn remove_dirs(&self) -> Result<(), ExecutorError> {
-        for dir in [&self.dirs.upper, &self.dirs.work] {
-            remove_tree(dir)?;
-        }
-        for dir in self.mount_points.iter().rev() {
-            remove_empty_dir(dir)?;
-        }
-        remove_empty_dir(&self.dirs.merged)?;
-        remove_empty_dir(&self.dir)
+        Ok(())
     }
 }
 
 impl Drop for Rootfs {
     fn drop(&mut self) {
-        let mut all_unmounted = true;
         for target in self.temporary_mounts.drain(..).rev() {
-            all_unmounted &= syscalls::umount(&target, libc::MNT_DETACH).is_ok();
+            if let Err(error) = syscalls::umount(&target, libc::MNT_DETACH) {
+                tracing::warn!(dir = %target.display(), %error, "failed to detach a layer mount after a failed build");
+            }
         }
-        if self.overlay_mounted {
-            all_unmounted &= syscalls::umount(&self.dirs.merged, libc::MNT_DETACH).is_ok();
-            self.overlay_mounted = false;
-        }
-        if all_unmounted
-            && self.dir.exists()
-            && let Err(error) = self.remove_dirs()
+        if self.overlay_mounted
+            && let Err(error) = syscalls::umount(&self.dirs.merged, libc::MNT_DETACH)
         {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                %error,
-                "failed to remove a container directory after a failed build"
-            );
+            tracing::warn!(dir = %self.dirs.merged.display(), %error, "failed to detach an overlay after a failed build");
         }
+        self.overlay_mounted = false;
     }
+}
+
+/// Checks whether the directory at `path` has no entries.
+fn is_empty_dir(path: &Path) -> Result<bool, ExecutorError> {
+    let mut listing =
+        fs::read_dir(path).map_err(|e| ExecutorError::io("list container directory", path, e))?;
+    Ok(listing.next().is_none())
 }
 
 fn remove_tree(path: &Path) -> Result<(), ExecutorError> {
     match fs::remove_dir_all(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(ExecutorError::io("remove container directory", path, e))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn remove_empty_dir(path: &Path) -> Result<(), ExecutorError> {
-    match fs::remove_dir(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             Err(ExecutorError::io("remove container directory", path, e))
         }
@@ -212,29 +230,18 @@ fn attach_layer(
 /// Builds the root filesystem of one container in `dir`.
 pub(crate) fn build_rootfs(
     spec: &BuildSpec<'_>,
-    dir: &ContainerDir,
+    dir: &mut ContainerDir,
 ) -> Result<Rootfs, ExecutorError> {
     let dirs = dir.overlay_dirs(spec.strategy, spec.layers, spec.snapshots);
     let api = dirs.resolve_api(spec.mount_api)?;
+    dir.prepare(spec.strategy, spec.layers.len())?;
     let mount_points = dir.temporary_mount_points(spec.strategy, spec.layers.len());
 
     let mut rootfs = Rootfs {
-        dir: dir.root.clone(),
         dirs,
         temporary_mounts: Vec::with_capacity(mount_points.len()),
-        mount_points: Vec::new(),
         overlay_mounted: false,
     };
-    for path in [&rootfs.dirs.upper, &rootfs.dirs.work, &rootfs.dirs.merged] {
-        create_dir(path)?;
-    }
-    rootfs.mount_points.push(dir.lower_root());
-    for point in &mount_points {
-        create_dir(point)?;
-        if point != &dir.lower_root() {
-            rootfs.mount_points.push(point.clone());
-        }
-    }
 
     let userns = spec.idmap.map(|(fd, _)| fd);
     let sources: Vec<&Path> = match spec.strategy {
@@ -261,10 +268,13 @@ pub(crate) fn build_rootfs(
 
 /// Builds, checks and tears down one root filesystem without holding it, as runtimes do to
 /// read an image's `/etc/passwd` before the real start.
-fn inspect(spec: &BuildSpec<'_>, dir: &ContainerDir) -> Result<(), ExecutorError> {
+fn inspect(spec: &BuildSpec<'_>, dir: &mut ContainerDir) -> Result<(), ExecutorError> {
     let rootfs = build_rootfs(spec, dir)?;
-    spec.check
-        .verify(rootfs.merged(), spec.idmap.map(|(_, base)| base))?;
+    spec.check.verify(
+        rootfs.merged(),
+        spec.idmap.map(|(_, base)| base),
+        spec.round,
+    )?;
     rootfs.teardown()
 }
 
@@ -273,8 +283,8 @@ fn inspect(spec: &BuildSpec<'_>, dir: &ContainerDir) -> Result<(), ExecutorError
 /// checked root filesystem is ready, inspection included, hold and teardown excluded.
 pub(crate) fn start_container(
     spec: &BuildSpec<'_>,
-    inspection_dir: Option<&ContainerDir>,
-    dir: &ContainerDir,
+    inspection_dir: Option<&mut ContainerDir>,
+    dir: &mut ContainerDir,
     hold: impl FnOnce(),
 ) -> Result<Duration, ExecutorError> {
     let started = Instant::now();
@@ -283,8 +293,11 @@ pub(crate) fn start_container(
     }
 
     let rootfs = build_rootfs(spec, dir)?;
-    spec.check
-        .verify(rootfs.merged(), spec.idmap.map(|(_, base)| base))?;
+    spec.check.verify(
+        rootfs.merged(),
+        spec.idmap.map(|(_, base)| base),
+        spec.round,
+    )?;
     let latency = started.elapsed();
 
     hold();
@@ -355,9 +368,7 @@ mod tests {
 
     #[test]
     fn common_parent_rewrites_lowerdirs() {
-        let dir = ContainerDir {
-            root: "/s/run/c".into(),
-        };
+        let dir = ContainerDir::new("/s/run/c".into());
         let layers = vec![
             Layer {
                 id: "1".into(),
@@ -376,9 +387,7 @@ mod tests {
 
     #[test]
     fn per_layer_lowerdirs_top_first() {
-        let dir = ContainerDir {
-            root: "/r/c".into(),
-        };
+        let dir = ContainerDir::new("/r/c".into());
         let layers = vec![
             Layer {
                 id: "1".into(),

@@ -19,13 +19,16 @@
 //! Each of K builder threads calls `unshare(CLONE_NEWNS)` and makes `/` recursively private, so
 //! every mount stays in namespaces that die with the threads and nothing reaches the host's
 //! mount table, even when the process is killed. The lock they contend for is the one global
-//! `namespace_sem` all the same. One container start is: an optional inspection pass (build,
+//! `namespace_sem` all the same. Each builder then mounts a tmpfs for its container
+//! directories (upper, work, merged and the temporary mount points), creates them once and
+//! reuses them for every start. One container start is: an optional inspection pass (build,
 //! check, teardown), then build, merged-view check, hold for the configured lifetime, and
 //! teardown. Settings changed through [`ExecutorControl`] apply at each builder's next start.
 //!
 //! [`expected_syscalls_per_build`] gives the exact count of mount-family syscalls of one start
 //! (see [`build::syscalls_per_container_start`] for the terms). Besides those, each builder
-//! makes one `mount(MS_REC | MS_PRIVATE)` when its thread starts, and a failed build makes
+//! makes one `mount(MS_REC | MS_PRIVATE)` and one tmpfs mount for its scratch space when its
+//! thread starts and one `umount2(MNT_DETACH)` when it stops, and a failed build makes
 //! `umount2(MNT_DETACH)` calls to clean up.
 
 mod build;
@@ -33,6 +36,7 @@ mod error;
 mod layers;
 mod oci;
 mod overlay;
+mod scratch;
 mod store;
 mod syscalls;
 mod userns;
@@ -392,9 +396,11 @@ impl ExecutorControl {
         let settings = self.settings();
         let stack = self.shared.store.stack(settings.layers)?;
         // Same length as every real container directory name, so the same choice.
-        let template = ContainerDir {
-            root: self.shared.run_dir.join(worker::container_name(0, 'c', 0)),
-        };
+        let template = ContainerDir::new(scratch::container_root(
+            &self.shared.run_dir,
+            0,
+            scratch::ContainerKind::Container,
+        ));
         template
             .overlay_dirs(
                 settings.strategy,

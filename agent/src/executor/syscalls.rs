@@ -102,6 +102,23 @@ pub(crate) fn mount_overlay_legacy(target: &Path, options: &str) -> io::Result<(
     check_status(status.into()).map(drop)
 }
 
+/// Mounts a tmpfs on `target` with `mount(2)` and the option string `options`.
+pub(crate) fn mount_tmpfs(target: &Path, options: &CStr) -> io::Result<()> {
+    let target = path_cstring(target)?;
+    count_call();
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let status = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            options.as_ptr().cast(),
+        )
+    };
+    check_status(status.into()).map(drop)
+}
+
 /// Calls `umount2(2)` on `target` with `flags` (`0` or `libc::MNT_DETACH`).
 pub(crate) fn umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let target = path_cstring(target)?;

@@ -1,6 +1,12 @@
 //! The merged-view check run on every build. A bounded set of probes, chosen once per stack,
 //! fails when a layer is missing or a lower file wins over an upper one. It also fails when a
 //! whiteout or opaque directory does not hide what it should.
+//!
+//! Every build checks the file that the most layers provide, which must show the top layer's
+//! content, and a rotating window of each other kind of probe. Each path lookup in a fresh
+//! overlay searches every lower layer, so checking all probes each time made the check cost
+//! more than the build. Every probe still runs within `ceil(n / WINDOW)` consecutive builds of
+//! one builder, where n is the number of probes of its kind.
 
 use std::{
     collections::BTreeSet,
@@ -22,6 +28,8 @@ const MAX_COMPARED_BYTES: u64 = 4096;
 const MAX_OVERRIDE_PROBES: usize = 64;
 const MAX_HIDDEN_PROBES: usize = 64;
 const MAX_LISTING_PROBES: usize = 16;
+/// Probes of each kind that one build checks besides the deepest override.
+const WINDOW: usize = 2;
 
 #[derive(Clone, Debug)]
 enum Probe {
@@ -49,7 +57,11 @@ enum Probe {
 /// The probes for one stack of layers.
 #[derive(Clone, Debug)]
 pub(crate) struct ViewCheck {
-    probes: Vec<Probe>,
+    /// The override of the file that the most layers provide, checked on every build.
+    deepest_override: Option<Probe>,
+    /// Probes by kind (layer witnesses, overrides, hidden paths, opaque listings), each
+    /// checked a window at a time.
+    kinds: [Vec<Probe>; 4],
 }
 
 impl ViewCheck {
@@ -58,13 +70,14 @@ impl ViewCheck {
     /// directories' listings.
     pub(crate) fn new(layers: &[Layer], scanned: &[&[Entry]]) -> Result<ViewCheck, ExecutorError> {
         let view = MergedView::merge(scanned.iter().copied());
-        let mut probes = Vec::new();
+        let mut witnesses = Vec::new();
+        let mut overrides = Vec::new();
+        let mut deepest: Option<(usize, Probe)> = None;
 
         let mut witnessed = vec![false; layers.len()];
-        let mut overrides = 0;
         for (path, entry) in &view.entries {
             let witness = !witnessed[entry.layer];
-            let is_override = entry.overrides_lower && overrides < MAX_OVERRIDE_PROBES;
+            let is_override = entry.overrides_lower && overrides.len() < MAX_OVERRIDE_PROBES;
             if !(witness || is_override) {
                 continue;
             }
@@ -79,42 +92,73 @@ impl ViewCheck {
                 _ => continue,
             };
             witnessed[entry.layer] = true;
-            if is_override {
-                overrides += 1;
+            if !is_override {
+                witnesses.push(probe);
+                continue;
             }
-            probes.push(probe);
+            let depth = providing_layers(scanned, path);
+            if deepest.as_ref().is_none_or(|(max, _)| depth > *max) {
+                deepest = Some((depth, probe.clone()));
+            }
+            overrides.push(probe);
         }
 
-        for path in view.hidden.iter().take(MAX_HIDDEN_PROBES) {
-            probes.push(Probe::Absent { path: path.clone() });
-        }
+        let hidden = view
+            .hidden
+            .iter()
+            .take(MAX_HIDDEN_PROBES)
+            .map(|path| Probe::Absent { path: path.clone() })
+            .collect();
 
-        let opaque_dirs = view
+        let listings = view
             .entries
             .iter()
             .filter(|(_, entry)| entry.kind == EntryKind::Dir { opaque: true })
-            .take(MAX_LISTING_PROBES);
-        for (path, _) in opaque_dirs {
-            probes.push(Probe::Listing {
+            .take(MAX_LISTING_PROBES)
+            .map(|(path, _)| Probe::Listing {
                 path: path.clone(),
                 names: view.children(path),
-            });
-        }
-        Ok(ViewCheck { probes })
+            })
+            .collect();
+        Ok(ViewCheck {
+            deepest_override: deepest.map(|(_, probe)| probe),
+            kinds: [witnesses, overrides, hidden, listings],
+        })
     }
 
     pub(crate) fn probe_count(&self) -> usize {
-        self.probes.len()
+        let deepest = usize::from(self.deepest_override.is_some());
+        deepest + self.kinds.iter().map(Vec::len).sum::<usize>()
     }
 
-    /// Checks the overlay mounted at `merged`. With `idmap_base`, files must show their
-    /// on-disk owner shifted by that base, as an idmapped lower layer presents them.
+    /// Returns the probes that build number `round` of one builder checks: the deepest
+    /// override, then `WINDOW` probes of each kind, taken in turn.
+    fn probes_for_round(&self, round: u64) -> impl Iterator<Item = &Probe> {
+        let windows = self.kinds.iter().flat_map(move |probes| {
+            let start = if probes.is_empty() {
+                0
+            } else {
+                (round as usize).wrapping_mul(WINDOW) % probes.len()
+            };
+            probes
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(WINDOW.min(probes.len()))
+        });
+        self.deepest_override.iter().chain(windows)
+    }
+
+    /// Checks the overlay mounted at `merged` with the probes of build number `round` of one
+    /// builder. With `idmap_base`, files must show their on-disk owner shifted by that base,
+    /// as an idmapped lower layer presents them.
     pub(crate) fn verify(
         &self,
         merged: &Path,
         idmap_base: Option<u32>,
+        round: u64,
     ) -> Result<(), ExecutorError> {
-        for probe in &self.probes {
+        for probe in self.probes_for_round(round) {
             if let Err(problem) = check_probe(merged, probe, idmap_base) {
                 return Err(ExecutorError::MergedView {
                     merged: merged.to_path_buf(),
@@ -124,6 +168,18 @@ impl ViewCheck {
         }
         Ok(())
     }
+}
+
+/// Counts the layers that contain `path`, whiteouts included.
+fn providing_layers(scanned: &[&[Entry]], path: &Path) -> usize {
+    scanned
+        .iter()
+        .filter(|entries| {
+            entries
+                .binary_search_by(|entry| entry.path.as_path().cmp(path))
+                .is_ok()
+        })
+        .count()
 }
 
 fn file_probe(layer_fs: &Path, path: &Path, size: u64, uid: u32) -> Result<Probe, ExecutorError> {
@@ -235,6 +291,76 @@ fn check_probe(merged: &Path, probe: &Probe, idmap_base: Option<u32>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn absent(path: &str) -> Probe {
+        Probe::Absent { path: path.into() }
+    }
+
+    fn probe_path(probe: &Probe) -> &Path {
+        match probe {
+            Probe::File { path, .. }
+            | Probe::Symlink { path, .. }
+            | Probe::Absent { path }
+            | Probe::Listing { path, .. } => path,
+        }
+    }
+
+    /// Builds a check whose probes are named `<kind>-<index>`.
+    fn check_of(kind_sizes: [usize; 4]) -> ViewCheck {
+        let mut kind = 0;
+        let kinds = kind_sizes.map(|size| {
+            kind += 1;
+            (0..size).map(|i| absent(&format!("{kind}-{i}"))).collect()
+        });
+        ViewCheck {
+            deepest_override: Some(absent("deepest")),
+            kinds,
+        }
+    }
+
+    #[test]
+    fn round_always_checks_deepest_override() {
+        let check = check_of([5, 3, 0, 1]);
+        for round in 0..10 {
+            let first = check.probes_for_round(round).next().expect("a probe");
+            assert_eq!(probe_path(first), Path::new("deepest"), "round {round}");
+        }
+    }
+
+    #[test]
+    fn round_window_per_kind() {
+        let check = check_of([5, 3, 0, 1]);
+        // deepest + 2 + 2 + 0 + 1
+        assert_eq!(check.probes_for_round(0).count(), 6);
+    }
+
+    #[test]
+    fn rounds_cover_every_probe() {
+        let check = check_of([5, 3, 0, 1]);
+        let rounds = 5_usize.div_ceil(WINDOW) as u64;
+        let seen: BTreeSet<&Path> = (0..rounds)
+            .flat_map(|round| check.probes_for_round(round).map(probe_path))
+            .collect();
+        for probes in &check.kinds {
+            for probe in probes {
+                let path = probe_path(probe);
+                assert!(seen.contains(path), "`{}` never checked", path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn providing_layers_counts_each_layer() {
+        let file = |path: &str| Entry {
+            path: path.into(),
+            kind: EntryKind::File { size: 1, uid: 0 },
+        };
+        let bottom = vec![file("a"), file("b")];
+        let top = vec![file("b")];
+        let scanned = [bottom.as_slice(), top.as_slice()];
+        assert_eq!(providing_layers(&scanned, Path::new("b")), 2);
+        assert_eq!(providing_layers(&scanned, Path::new("a")), 1);
+    }
 
     #[test]
     fn expected_uid_without_idmap() {

@@ -1,5 +1,5 @@
-//! One builder thread: its own private mount namespace, then container starts in a loop while
-//! the settings allow it, each recorded in the shared statistics.
+//! One builder thread: its own private mount namespace and scratch tmpfs, then container
+//! starts in a loop while the settings allow it, each recorded in the shared statistics.
 
 use std::{
     os::fd::AsFd as _,
@@ -12,18 +12,12 @@ use mountscope_common::snapshot::ExecutorSettings;
 use super::{
     ExecutorError, Shared,
     build::{self, BuildSpec, ContainerDir},
+    scratch::{ContainerKind, Scratch},
     syscalls,
 };
 
 /// Pause after a failed container start, so a persistent failure does not spin a core.
 const FAILURE_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Container directory name: builder index, `c` for the container or `i` for its inspection
-/// pass, and the builder's start sequence number. The width is fixed so the overlay option
-/// string, and with it the `auto` mount API choice, does not change during a run.
-pub(crate) fn container_name(builder: u32, kind: char, sequence: u64) -> String {
-    format!("{builder:03}{kind}{sequence:016x}")
-}
 
 pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
     if let Err(source) = syscalls::enter_private_mount_namespace() {
@@ -31,20 +25,31 @@ pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
         shared.record_failure(&error, 0);
         return;
     }
+    let scratch = match Scratch::mount(&shared.run_dir, index) {
+        Ok(scratch) => scratch,
+        Err(error) => {
+            shared.record_failure(&error, 0);
+            return;
+        }
+    };
     tracing::debug!(
         builder = index,
-        "builder entered its private mount namespace"
+        "builder entered its private mount namespace and mounted its scratch tmpfs"
     );
 
-    let mut sequence: u64 = 0;
+    let mut dir = scratch.container_dir(ContainerKind::Container);
+    let mut inspection_dir = shared
+        .inspection
+        .then(|| scratch.container_dir(ContainerKind::Inspection));
+    let mut round: u64 = 0;
     while let Some(settings) = shared.wait_for_turn(index) {
         if !shared.wait_for_rate_slot() {
             break;
         }
-        sequence += 1;
+        round += 1;
 
         let syscalls_before = syscalls::thread_syscall_count();
-        let result = start_one(&shared, index, sequence, &settings);
+        let result = start_one(&shared, &settings, round, &mut dir, inspection_dir.as_mut());
         let syscalls_made = syscalls::thread_syscall_count() - syscalls_before;
 
         match result {
@@ -55,14 +60,16 @@ pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
             }
         }
     }
+    drop(scratch);
     tracing::debug!(builder = index, "builder stopped");
 }
 
 fn start_one(
     shared: &Shared,
-    index: u32,
-    sequence: u64,
     settings: &ExecutorSettings,
+    round: u64,
+    dir: &mut ContainerDir,
+    inspection_dir: Option<&mut ContainerDir>,
 ) -> Result<Duration, ExecutorError> {
     let stack = shared.store.stack(settings.layers)?;
     let userns = if settings.idmap {
@@ -78,28 +85,9 @@ fn start_one(
         snapshots: shared.store.snapshots(),
         idmap: userns.as_ref().map(|fd| (fd.as_fd(), shared.idmap_base)),
         check: &stack.check,
+        round,
     };
-    let dir = ContainerDir {
-        root: shared.run_dir.join(container_name(index, 'c', sequence)),
-    };
-    let inspection_dir = shared.inspection.then(|| ContainerDir {
-        root: shared.run_dir.join(container_name(index, 'i', sequence)),
-    });
-
-    build::start_container(&spec, inspection_dir.as_ref(), &dir, || {
+    build::start_container(&spec, inspection_dir, dir, || {
         shared.sleep_until(Instant::now() + shared.lifetime);
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn container_name_width_is_fixed() {
-        assert_eq!(
-            container_name(0, 'c', 1).len(),
-            container_name(255, 'i', u64::MAX).len()
-        );
-    }
 }
