@@ -2,6 +2,7 @@
 //! snapshots, and builds overlay root filesystems to measure.
 
 pub mod collect;
+pub mod daemon;
 pub mod doctor;
 pub mod executor;
 pub mod monitor;

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand, shared options here.
 
+mod agent;
 mod args;
 mod bench;
 mod doctor;
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Load the probes once and serve snapshots, events and metrics to clients until SIGTERM.
+    Agent(agent::AgentArgs),
     /// Show mount syscalls and namespace_sem contention live, with the overlay executor.
     Watch(watch::WatchArgs),
     /// Write events and snapshots as JSON Lines, without a screen.
@@ -40,6 +43,7 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Agent(args) => agent::run(args, &cli.log),
         Command::Watch(args) => watch::run(args, &cli.log),
         Command::Record(args) => {
             logging::to_stderr(&cli.log)?;

@@ -9,7 +9,14 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
+use mountscope_agent::daemon::{
+    client::Client,
+    protocol::{Request, StreamLine},
+    socket::DEFAULT_SOCKET,
+};
 use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
 
 use super::{
     args::{ExecutorArgs, FilterArgs},
@@ -33,6 +40,17 @@ pub struct RecordArgs {
     /// Run the overlay executor while recording.
     #[arg(long)]
     exec: bool,
+    /// Record the stream of a running `mountscope agent` from this socket (its default
+    /// socket when no value is given) instead of loading the probes here. The agent's
+    /// filters and snapshot interval apply.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        num_args = 0..=1,
+        default_missing_value = DEFAULT_SOCKET,
+        conflicts_with_all = ["exec", "pid", "cgroup", "mntns"]
+    )]
+    connect: Option<PathBuf>,
     #[command(flatten)]
     filters: FilterArgs,
     #[command(flatten)]
@@ -75,6 +93,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    if let Some(socket) = &args.connect {
+        let write_line = |line: &str| writeln!(out, "{line}");
+        runtime.block_on(record_from_agent(
+            socket,
+            duration,
+            args.snapshots_only,
+            write_line,
+        ))?;
+        out.flush().context("failed to flush the recording")?;
+        return Ok(());
+    }
     runtime.block_on(async {
         let executor = args.exec.then(|| args.executor.config());
         let mut session = Session::start(&options, executor)?;
@@ -118,5 +147,50 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         return Err(e).context("failed to write the recording");
     }
     out.flush().context("failed to flush the recording")?;
+    Ok(())
+}
+
+/// Writes the agent's snapshot and event lines as they arrive, until SIGINT, SIGTERM,
+/// `duration` or the agent closing the connection.
+async fn record_from_agent(
+    socket: &std::path::Path,
+    duration: Option<Duration>,
+    snapshots_only: bool,
+    mut write_line: impl FnMut(&str) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut sigint = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    let mut client = Client::connect(socket).await?;
+    client
+        .send(&Request::Subscribe {
+            snapshots: true,
+            events: !snapshots_only,
+        })
+        .await?;
+    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX));
+    tokio::pin!(deadline);
+
+    loop {
+        let text = tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline, if duration.is_some() => break,
+            line = client.next_line() => match line? {
+                Some(text) => text,
+                None => {
+                    info!("the agent closed the connection");
+                    break;
+                }
+            },
+        };
+        match StreamLine::parse(&text) {
+            Ok(StreamLine::Snapshot(_) | StreamLine::Event(_)) => {
+                write_line(&text).context("failed to write the recording")?
+            }
+            Ok(StreamLine::Ok) => {}
+            Ok(StreamLine::Error(message)) => warn!("the agent replied with an error: {message}"),
+            Err(e) => warn!("skipped a line from the agent: {e}"),
+        }
+    }
     Ok(())
 }

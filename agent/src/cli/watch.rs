@@ -10,7 +10,14 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use mountscope_agent::executor::ExecutorControl;
+use mountscope_agent::{
+    daemon::{
+        client::Client,
+        protocol::{ControlAction, Request, StreamLine},
+        socket::DEFAULT_SOCKET,
+    },
+    executor::ExecutorControl,
+};
 use mountscope_common::snapshot::Snapshot;
 use mountscope_tui::Action;
 use serde::Serialize;
@@ -38,6 +45,17 @@ pub struct WatchArgs {
     /// Log file; the screen never shows logs.
     #[arg(long, default_value = "/var/log/mountscope/watch.log")]
     log_file: PathBuf,
+    /// Draw the snapshots of a running `mountscope agent` from this socket (its default
+    /// socket when no value is given) instead of loading the probes here. Keys send executor
+    /// changes and resets to the agent.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        num_args = 0..=1,
+        default_missing_value = DEFAULT_SOCKET,
+        conflicts_with_all = ["no_exec", "export", "pid", "cgroup", "mntns"]
+    )]
+    connect: Option<PathBuf>,
     #[command(flatten)]
     filters: FilterArgs,
     #[command(flatten)]
@@ -66,6 +84,9 @@ fn export_line(export: &Export, line: serde_json::Result<String>) -> bool {
 
 pub fn run(args: WatchArgs, log_level: &str) -> anyhow::Result<()> {
     logging::to_file(log_level, &args.log_file)?;
+    if let Some(socket) = &args.connect {
+        return run_connected(socket);
+    }
     let period = seconds(args.interval, "--interval")?;
     let options = args.filters.probe_options()?;
     let export: Export = Arc::new(Mutex::new(match &args.export {
@@ -164,6 +185,118 @@ fn apply(
         _ => Ok(()),
     };
     result.err().map(|e| format!("{e}"))
+}
+
+/// Draws the snapshots of a running agent; keys become requests on its socket.
+fn run_connected(socket: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    // Connect before the screen is taken, so a missing agent shows as a plain error.
+    let mut client = runtime.block_on(async {
+        let mut client = Client::connect(socket).await?;
+        let subscribe = Request::Subscribe {
+            snapshots: true,
+            events: false,
+        };
+        client.send(&subscribe).await?;
+        anyhow::Ok(client)
+    })?;
+
+    let (snapshot_tx, snapshot_rx) = std::sync::mpsc::channel::<Snapshot>();
+    let (request_tx, mut request_rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
+    let reader = std::thread::Builder::new()
+        .name("mountscope-connect".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                loop {
+                    tokio::select! {
+                        request = request_rx.recv() => match request {
+                            Some(request) => client.send(&request).await?,
+                            None => return anyhow::Ok(None),
+                        },
+                        line = client.next_line() => {
+                            let Some(text) = line? else {
+                                return Ok(Some("the agent closed the connection"));
+                            };
+                            match StreamLine::parse(&text) {
+                                Ok(StreamLine::Snapshot(snapshot)) => {
+                                    if snapshot_tx.send(*snapshot).is_err() {
+                                        return Ok(None);
+                                    }
+                                }
+                                Ok(StreamLine::Error(m)) => {
+                                    tracing::warn!("the agent replied with an error: {m}");
+                                }
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!("skipped a line from the agent: {e}"),
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .context("failed to start the socket reader thread")?;
+
+    let tui_result = mountscope_tui::run(snapshot_rx, |action, snapshot| {
+        apply_remote(action, snapshot, &request_tx)
+    });
+    drop(request_tx);
+    let reader_result = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the socket reader thread panicked"))?;
+    tui_result.context("the terminal failed")?;
+    if let Some(reason) = reader_result? {
+        eprintln!("mountscope: {reason}");
+    }
+    Ok(())
+}
+
+/// Turns one key action into a request to the agent; returns the status line to show.
+/// Builder and layer steps start from the settings in the latest snapshot.
+fn apply_remote(
+    action: Action,
+    snapshot: Option<&Snapshot>,
+    requests: &UnboundedSender<Request>,
+) -> Option<String> {
+    let settings = snapshot
+        .and_then(|s| s.executor.as_ref())
+        .map(|e| &e.settings);
+    let request = match action {
+        Action::ResetStatistics => Request::Reset(true),
+        Action::ExportSnapshot => {
+            return Some(match snapshot.map(export_snapshot) {
+                Some(Ok(path)) => format!("snapshot written to {}", path.display()),
+                Some(Err(e)) => format!("export failed: {e:#}"),
+                None => "no snapshot yet".into(),
+            });
+        }
+        _ if action.needs_executor() && settings.is_none() => {
+            return Some("the agent reports no executor; start the agent with --exec".into());
+        }
+        Action::ToggleStrategy => Request::Control(ControlAction::ToggleStrategy),
+        Action::ToggleIdmap => Request::Control(ControlAction::ToggleIdmap),
+        Action::NextMountApi => Request::Control(ControlAction::NextMountApi),
+        Action::TogglePause => Request::Control(ControlAction::TogglePause),
+        Action::AddBuilder | Action::RemoveBuilder | Action::AddLayer | Action::RemoveLayer => {
+            let settings = settings?;
+            Request::Control(match action {
+                Action::AddBuilder => ControlAction::SetBuilders(settings.builders + 1),
+                Action::RemoveBuilder => {
+                    ControlAction::SetBuilders(settings.builders.saturating_sub(1).max(1))
+                }
+                Action::AddLayer => ControlAction::SetLayers(settings.layers + 1),
+                _ => ControlAction::SetLayers(settings.layers.saturating_sub(1).max(1)),
+            })
+        }
+        _ => return None,
+    };
+    let is_reset = matches!(request, Request::Reset(_));
+    if requests.send(request).is_err() {
+        return Some("the connection to the agent is closed".into());
+    }
+    is_reset.then(|| "statistics reset".into())
 }
 
 /// Writes `snapshot` as pretty JSON into the current directory.

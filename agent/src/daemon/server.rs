@@ -1,0 +1,182 @@
+//! The socket server: accepts clients and fans each snapshot and event out to all of them
+//! through broadcast channels, so a slow client never holds up the agent.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+};
+
+use mountscope_common::snapshot::Snapshot;
+use serde::Serialize;
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::UnixListener,
+    sync::{broadcast, mpsc},
+    task::JoinSet,
+};
+use tracing::{error, info, warn};
+
+use super::{
+    connection,
+    protocol::{self, Reply},
+};
+use crate::executor::ExecutorControl;
+
+/// Snapshot lines kept for a client that has not read them yet: a minute at the default
+/// one-second interval.
+const SNAPSHOT_BACKLOG: usize = 64;
+
+/// Event lines kept for a client that has not read them yet. A client further behind is
+/// disconnected.
+const EVENT_BACKLOG: usize = 16 * 1024;
+
+/// Clients served at once; further connections get an error line and are closed.
+pub const MAX_CLIENTS: usize = 64;
+
+/// Requests from clients that the agent's collection loop carries out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AgentRequest {
+    /// Reset the statistics shown in snapshots.
+    Reset,
+}
+
+/// The broadcast side: each published line is serialized once and shared by every client.
+pub struct Hub {
+    snapshots: broadcast::Sender<Arc<str>>,
+    events: broadcast::Sender<Arc<str>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            snapshots: broadcast::channel(SNAPSHOT_BACKLOG).0,
+            events: broadcast::channel(EVENT_BACKLOG).0,
+        }
+    }
+}
+
+impl Hub {
+    /// Sends a snapshot line to every client subscribed to snapshots.
+    pub fn publish_snapshot(&self, snapshot: &Snapshot) {
+        if self.snapshots.receiver_count() == 0 {
+            return;
+        }
+        let reply: Reply<'_, ()> = Reply::Snapshot(snapshot);
+        let line = protocol::line(&reply);
+        // An error here only means the last subscriber left since the check above.
+        let _ = self.snapshots.send(line.into());
+    }
+
+    /// Sends an event line to every client subscribed to events. Events are serialized only
+    /// while someone subscribes.
+    pub fn publish_event<E: Serialize>(&self, event: &E) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let line = protocol::line(&Reply::Event(event));
+        let _ = self.events.send(line.into());
+    }
+
+    pub(super) fn subscribe_snapshots(&self) -> broadcast::Receiver<Arc<str>> {
+        self.snapshots.subscribe()
+    }
+
+    pub(super) fn subscribe_events(&self) -> broadcast::Receiver<Arc<str>> {
+        self.events.subscribe()
+    }
+}
+
+/// What every client task shares.
+pub struct Context {
+    pub hub: Arc<Hub>,
+    /// `None` when the agent runs without the overlay executor.
+    pub executor: Option<ExecutorControl>,
+    pub requests: mpsc::UnboundedSender<AgentRequest>,
+    clients: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl Context {
+    pub fn new(
+        hub: Arc<Hub>,
+        executor: Option<ExecutorControl>,
+        requests: mpsc::UnboundedSender<AgentRequest>,
+    ) -> Context {
+        Context {
+            hub,
+            executor,
+            requests,
+            clients: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+}
+
+/// Accepts clients until the task is aborted; aborting it also ends every client task.
+pub async fn serve(listener: UnixListener, context: Arc<Context>) {
+    let mut clients = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => accept(stream, &context, &mut clients).await,
+                Err(e) => {
+                    error!(error = %e, "failed to accept a client on the agent socket");
+                    // Errors such as EMFILE repeat at once; a short pause avoids a busy loop.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(joined) = clients.join_next(), if !clients.is_empty() => {
+                if let Err(e) = joined
+                    && e.is_panic()
+                {
+                    error!(error = %e, "a client task panicked; the agent keeps serving");
+                }
+            }
+        }
+    }
+}
+
+async fn accept(
+    mut stream: tokio::net::UnixStream,
+    context: &Arc<Context>,
+    clients: &mut JoinSet<()>,
+) {
+    let id = context.next_id.fetch_add(1, Ordering::Relaxed);
+    if context.clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
+        warn!(
+            client = id,
+            max = MAX_CLIENTS,
+            "rejected a client: too many clients connected"
+        );
+        let line = protocol::error_line(format!(
+            "too many clients: the agent serves at most {MAX_CLIENTS} at once"
+        ));
+        let _ = stream.write_all(line.as_bytes()).await;
+        return;
+    }
+    context.clients.fetch_add(1, Ordering::Relaxed);
+    let peer = peer_label(&stream);
+    info!(client = id, peer = %peer, "client connected");
+    let context = Arc::clone(context);
+    clients.spawn(async move {
+        let reason = connection::run(stream, id, &context).await;
+        context.clients.fetch_sub(1, Ordering::Relaxed);
+        info!(client = id, reason = %reason, "client disconnected");
+    });
+}
+
+/// The connecting process as `pid:<n> uid:<n>`, from `SO_PEERCRED`.
+fn peer_label(stream: &tokio::net::UnixStream) -> String {
+    match stream.peer_cred() {
+        Ok(cred) => match cred.pid() {
+            Some(pid) => format!("pid:{pid} uid:{}", cred.uid()),
+            None => format!("uid:{}", cred.uid()),
+        },
+        Err(e) => format!("unknown ({e})"),
+    }
+}

@@ -1,0 +1,172 @@
+//! Binding the agent's Unix socket: a private directory, a private socket file, and a stale
+//! file from an earlier run replaced only when nothing listens on it.
+
+use std::{
+    io,
+    os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use nix::sys::stat::{Mode, umask};
+use thiserror::Error;
+use tokio::net::UnixListener;
+use tracing::info;
+
+/// Default socket path of `mountscope agent` and of clients' `--connect`.
+pub const DEFAULT_SOCKET: &str = "/run/mountscope/agent.sock";
+
+#[derive(Debug, Error)]
+pub enum BindError {
+    #[error("failed to create the socket directory `{path}`")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("another agent already listens on `{0}`; stop it or pass another --socket")]
+    InUse(PathBuf),
+    #[error("`{0}` exists and is not a socket; remove it or pass another --socket")]
+    NotASocket(PathBuf),
+    #[error("failed to remove the stale socket `{path}`")]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to bind the socket `{path}`")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to set mode 0600 on the socket `{path}`")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Binds `path` with mode 0600, creating its parent directory with mode 0700 when missing.
+/// An existing directory keeps its mode. Must be called inside a tokio runtime.
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| BindError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        info!(dir = %dir.display(), "created the socket directory with mode 0700");
+    }
+    remove_stale(path)?;
+
+    // The umask makes the socket 0600 from the moment it exists; the chmod afterwards keeps
+    // that true whatever umask the process started with.
+    let previous = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(previous);
+    let listener = bound.map_err(|source| BindError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        BindError::Permissions {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+/// Removes a socket file left by an agent that is gone. A file that is not a socket, or a
+/// socket that accepts a connection, is left alone.
+fn remove_stale(path: &Path) -> Result<(), BindError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(BindError::Bind {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if !meta.file_type().is_socket() {
+        return Err(BindError::NotASocket(path.to_path_buf()));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(BindError::InUse(path.to_path_buf()));
+    }
+    std::fs::remove_file(path).map_err(|source| BindError::RemoveStale {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    info!(socket = %path.display(), "removed a stale socket that nothing listened on");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("mountscope-socket-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn creates_private_dir_and_socket() {
+        let dir = temp_dir("modes");
+        let path = dir.join("sub/agent.sock");
+        let _listener = bind(&path).unwrap();
+        let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777;
+        let socket_mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(dir_mode, 0o700);
+        assert_eq!(socket_mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn replaces_stale_socket() {
+        let dir = temp_dir("stale");
+        let path = dir.join("agent.sock");
+        drop(bind(&path).unwrap());
+        assert!(path.exists(), "a dropped listener leaves its file behind");
+        let rebound = bind(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(rebound.is_ok(), "{rebound:?}");
+    }
+
+    #[tokio::test]
+    async fn rejects_live_socket() {
+        let dir = temp_dir("live");
+        let path = dir.join("agent.sock");
+        let _first = bind(&path).unwrap();
+        let second = bind(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(second, Err(BindError::InUse(_))), "{second:?}");
+    }
+
+    #[tokio::test]
+    async fn rejects_regular_file() {
+        let dir = temp_dir("file");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.sock");
+        std::fs::write(&path, b"not a socket").unwrap();
+        let result = bind(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            matches!(result, Err(BindError::NotASocket(_))),
+            "{result:?}"
+        );
+    }
+}
