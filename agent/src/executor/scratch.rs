@@ -62,8 +62,11 @@ impl Scratch {
             }
             _ => {}
         }
-        syscalls::mount_tmpfs(&root, SCRATCH_OPTIONS)
-            .map_err(|e| ExecutorError::syscall("mount(tmpfs)", &root, e))?;
+        if let Err(e) = syscalls::mount_tmpfs(&root, SCRATCH_OPTIONS) {
+            // Leaves the run directory empty, so that stopping the executor can remove it.
+            let _ = fs::remove_dir(&root);
+            return Err(ExecutorError::syscall("mount(tmpfs)", &root, e));
+        }
         Ok(Scratch { root })
     }
 
