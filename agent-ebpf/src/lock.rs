@@ -13,7 +13,7 @@ use mountscope_common::{
 use crate::{
     events, globals, hist,
     maps::{DROPS, INFLIGHT, PENDING_WAITS, WAIT_BY_SYSCALL, WAIT_HIST, WAIT_STATS},
-    task,
+    task, waits,
 };
 
 /// Offsets in the `lock:contention_*` records: `lock_addr` after the 8-byte common header,
@@ -38,15 +38,16 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     let sem = globals::ns_sem_addr();
     // SAFETY: the record has a pointer at this offset.
     let lock: u64 = unsafe { ctx.read_at(LOCK_ADDR_OFFSET) }.unwrap_or(0);
+    // SAFETY: the record has a u32 at this offset.
+    let flags: u32 = unsafe { ctx.read_at(FLAGS_OFFSET) }.unwrap_or(0);
+    let (tgid, tid) = task::current_ids();
+    waits::lock_wait_begins(&ctx, tid, lock, flags);
     if sem == 0 || lock != sem {
         return 0;
     }
-    // SAFETY: the record has a u32 at this offset.
-    let flags: u32 = unsafe { ctx.read_at(FLAGS_OFFSET) }.unwrap_or(0);
     let Some(mode) = mode_of(flags) else {
         return 0;
     };
-    let (tgid, tid) = task::current_ids();
     if !task::passes_cheap_filters(tgid, task::current_cgroup()) {
         return 0;
     }
@@ -99,12 +100,13 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     let sem = globals::ns_sem_addr();
     // SAFETY: the record has a pointer at this offset.
     let lock: u64 = unsafe { ctx.read_at(LOCK_ADDR_OFFSET) }.unwrap_or(0);
+    let (tgid, tid) = task::current_ids();
+    waits::lock_wait_ends(tid);
     if sem == 0 || lock != sem {
         return 0;
     }
     // SAFETY: the helper has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    let (tgid, tid) = task::current_ids();
     // SAFETY: the pointer comes from the map and is read before the entry is removed.
     let Some(pending) = PENDING_WAITS.get_ptr(tid).map(|p| unsafe { *p }) else {
         return 0;

@@ -5,6 +5,10 @@
 //! records are dropped because the ring buffer is full.
 #![no_std]
 #![no_main]
+// `core::intrinsics::atomic_xadd` for counters shared between CPUs; the crate builds only
+// with the nightly toolchain.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod calibrate;
 mod doctor;
@@ -17,6 +21,7 @@ mod maps;
 mod sampler;
 mod syscalls;
 mod task;
+mod waits;
 
 #[cfg(not(test))]
 #[panic_handler]

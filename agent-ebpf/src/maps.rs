@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use mountscope_common::{
-    CalibKey, HIST_BUCKETS, Inflight, LOCK_MODE_COUNT, LockStats, PendingWait, SYSCALL_COUNT,
-    SyscallStats, drop_slot, sampler_slot,
+    Breakdown, CalibKey, HIST_BUCKETS, Inflight, LOCK_MODE_COUNT, LockStats, PendingSiteWait,
+    PendingWait, SYSCALL_COUNT, SyscallStats, WaitSiteKey, WaitSiteStats, drop_slot, sampler_slot,
 };
 
 /// Threads that can be inside a traced syscall or a contention at once. Each thread holds at
@@ -86,3 +86,32 @@ pub static EXACT_STATE: HashMap<u32, crate::exact::ExactState> =
 /// The calibration runs for about 50 ms with three threads, so a few thousand keys suffice.
 #[map]
 pub static CALIB: HashMap<CalibKey, u64> = HashMap::with_max_entries(8192, 0);
+
+/// Kernel stacks of waits inside mount syscalls, by stack id. 8192 distinct stacks is far
+/// more than the mount paths produce; a hash collision is counted in `DROPS`.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+/// (lock address, stack, syscall, kind, flags) -> count, total and histogram of the waits.
+/// Shared by all CPUs and updated with atomic adds.
+#[map]
+pub static WAIT_SITES: HashMap<WaitSiteKey, WaitSiteStats> = HashMap::with_max_entries(8192, 0);
+
+/// Thread id -> its lock contention in progress inside a mount syscall, any lock.
+#[map]
+pub static SITE_LOCK_WAITS: HashMap<u32, PendingSiteWait> =
+    HashMap::with_max_entries(MAX_THREADS, 0);
+
+/// Thread id -> its off-CPU span in progress inside a mount syscall.
+#[map]
+pub static SITE_OFF_CPU: HashMap<u32, PendingSiteWait> = HashMap::with_max_entries(MAX_THREADS, 0);
+
+/// Syscall index -> latency split into lock waits, blocked and preempted time.
+#[map]
+pub static SYSCALL_BREAKDOWN: PerCpuArray<Breakdown> =
+    PerCpuArray::with_max_entries(SYSCALL_COUNT as u32, 0);
+
+/// One all-zero `WaitSiteStats`, never written: the initial value of a new `WAIT_SITES`
+/// entry, kept in a map because it does not fit on the BPF stack.
+#[map]
+pub static EMPTY_SITE: PerCpuArray<WaitSiteStats> = PerCpuArray::with_max_entries(1, 0);

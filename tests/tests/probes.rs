@@ -424,3 +424,132 @@ fn contention_names_the_holder() {
         "{holder:?}"
     );
 }
+
+/// Runs `loops` bind mount + umount loops in threads of this test's namespace for `period`,
+/// plus a mountinfo reader when `reader` is set, and returns the snapshot of that time.
+fn snapshot_of_loops(
+    name: &str,
+    loops: usize,
+    reader: bool,
+    period: Duration,
+) -> mountscope_common::snapshot::Snapshot {
+    let scratch = Scratch::new(name);
+    let src = scratch.src();
+    let dsts: Vec<PathBuf> = (0..loops)
+        .map(|i| {
+            let d = scratch.0.join(format!("dst{i}"));
+            fs::create_dir_all(&d).unwrap();
+            d
+        })
+        .collect();
+    in_namespace_with_probes(move |collector, _| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for dst in dsts {
+            let (src, stop) = (src.clone(), Arc::clone(&stop));
+            threads.push(thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    bind_and_unmount(&src, &dst, 1);
+                }
+            }));
+        }
+        if reader {
+            let stop = Arc::clone(&stop);
+            threads.push(thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = fs::read("/proc/self/mountinfo");
+                }
+            }));
+        }
+        thread::sleep(period);
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        collector.drain(|_| true);
+        collector.snapshot(None).unwrap()
+    })
+}
+
+fn top_site_of(
+    snapshot: &mountscope_common::snapshot::Snapshot,
+    syscall: MountSyscall,
+) -> Option<&mountscope_common::snapshot::WaitSite> {
+    snapshot.wait_sites.iter().find(|s| s.syscall == syscall)
+}
+
+#[test]
+fn concurrent_umounts_wait_on_rcu() {
+    if !is_root() {
+        return;
+    }
+    let _serial = contention_guard();
+    let snapshot = snapshot_of_loops("rcu2", 2, false, Duration::from_millis(1500));
+    let top = top_site_of(&snapshot, MountSyscall::Umount2).expect("a wait site of umount2");
+    assert_eq!(
+        top.name, "RCU expedited grace period",
+        "{:#?}",
+        snapshot.wait_sites
+    );
+    assert!(top.share > 0.0, "{top:?}");
+    assert!(
+        top.stack
+            .iter()
+            .any(|f| f.starts_with("synchronize_rcu_expedited")),
+        "{:?}",
+        top.stack
+    );
+}
+
+#[test]
+fn single_loop_blocks_without_contention() {
+    if !is_root() {
+        return;
+    }
+    let _serial = contention_guard();
+    let snapshot = snapshot_of_loops("rcu1", 1, false, Duration::from_millis(1000));
+    let rcu_blocked = snapshot.wait_sites.iter().find(|s| {
+        s.syscall == MountSyscall::Umount2
+            && s.kind == mountscope_common::WaitKind::Blocked
+            && s.name == "RCU expedited grace period"
+    });
+    assert!(rcu_blocked.is_some(), "{:#?}", snapshot.wait_sites);
+    let contended = snapshot
+        .wait_sites
+        .iter()
+        .find(|s| s.name == "namespace_sem");
+    assert!(contended.is_none(), "{contended:?}");
+}
+
+#[test]
+fn mountinfo_reader_contention_is_named() {
+    if !is_root() {
+        return;
+    }
+    let _serial = contention_guard();
+    let snapshot = snapshot_of_loops("named", 2, true, Duration::from_millis(1500));
+    let named = snapshot
+        .wait_sites
+        .iter()
+        .find(|s| s.name == "namespace_sem");
+    assert!(named.is_some(), "{:#?}", snapshot.wait_sites);
+    let bare = snapshot
+        .wait_sites
+        .iter()
+        .find(|s| s.name.contains("0xffff"));
+    assert!(bare.is_none(), "{bare:?}");
+}
+
+#[test]
+fn breakdown_shares_add_up() {
+    if !is_root() {
+        return;
+    }
+    let _serial = contention_guard();
+    let snapshot = snapshot_of_loops("shares", 2, false, Duration::from_millis(1000));
+    assert!(!snapshot.breakdown.is_empty(), "no breakdown");
+    for b in &snapshot.breakdown {
+        let sum = b.on_cpu_share + b.lock_wait_share + b.blocked_share + b.preempted_share;
+        assert!((sum - 1.0).abs() < 0.01, "{b:?} adds up to {sum}");
+    }
+}

@@ -301,8 +301,97 @@ pub mod drop_slot {
     pub const PENDING: u32 = 2;
     /// A syscall exit or contention end without its start (attached mid-call).
     pub const UNPAIRED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// A kernel stack not stored because its hash bucket in `STACKS` was taken by another.
+    pub const STACK: u32 = 4;
+    /// `WAIT_SITES` full: a wait inside a mount syscall was not attributed to its site.
+    pub const SITE: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
+
+/// What kept a thread inside a mount syscall from running its own code.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "user", serde(rename_all = "snake_case"))]
+pub enum WaitKind {
+    /// A contended lock: `lock:contention_begin` to `contention_end`, any lock type.
+    Lock = 1,
+    /// Off CPU while blocked (switched out in a sleeping state), outside a lock wait.
+    Blocked = 2,
+    /// Off CPU while still runnable: preempted, waiting on a run queue.
+    Preempted = 3,
+}
+
+impl WaitKind {
+    pub const fn from_id(id: u32) -> Option<WaitKind> {
+        match id {
+            1 => Some(WaitKind::Lock),
+            2 => Some(WaitKind::Blocked),
+            3 => Some(WaitKind::Preempted),
+            _ => None,
+        }
+    }
+}
+
+/// Key of `WAIT_SITES`: one kind of wait at one kernel stack inside one syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WaitSiteKey {
+    /// Lock address for lock waits, 0 otherwise.
+    pub lock_addr: u64,
+    /// Id in the `STACKS` map, or `u32::MAX` when the stack could not be stored.
+    pub stack_id: u32,
+    /// A [`MountSyscall`] id.
+    pub syscall: u32,
+    /// A [`WaitKind`] id.
+    pub kind: u32,
+    /// `lock:contention_begin` flags for lock waits, 0 otherwise.
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<WaitSiteKey>() == 24);
+
+/// Value of `WAIT_SITES`, updated with atomic adds because the map is shared by all CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WaitSiteStats {
+    pub count: u64,
+    pub total_ns: u64,
+    pub hist: [u64; HIST_BUCKETS],
+}
+
+const _: () = assert!(core::mem::size_of::<WaitSiteStats>() == 16 + 8 * HIST_BUCKETS);
+
+/// Per-syscall split of latency (`SYSCALL_BREAKDOWN`, indexed by syscall): the rest of the
+/// syscall's total latency was spent on CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Breakdown {
+    /// Time in contended locks of any type.
+    pub lock_wait_ns: u64,
+    /// Time off CPU while blocked, outside lock waits.
+    pub blocked_ns: u64,
+    /// Time off CPU while runnable.
+    pub preempted_ns: u64,
+    pub _reserved: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Breakdown>() == 32);
+
+/// A thread's wait in progress inside a mount syscall: a lock contention or an off-CPU span.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingSiteWait {
+    pub start_ns: u64,
+    pub lock_addr: u64,
+    pub stack_id: u32,
+    pub syscall: u32,
+    /// A [`WaitKind`] id.
+    pub kind: u32,
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PendingSiteWait>() == 32);
 
 /// Key of the calibration map: one lock address contended by one thread with given flags.
 #[repr(C)]
@@ -338,4 +427,8 @@ mod user {
     unsafe impl aya::Pod for super::SyscallStats {}
     unsafe impl aya::Pod for super::LockStats {}
     unsafe impl aya::Pod for super::CalibKey {}
+    unsafe impl aya::Pod for super::WaitSiteKey {}
+    unsafe impl aya::Pod for super::WaitSiteStats {}
+    unsafe impl aya::Pod for super::Breakdown {}
+    unsafe impl aya::Pod for super::PendingSiteWait {}
 }

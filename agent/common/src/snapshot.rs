@@ -140,11 +140,17 @@ pub struct Drops {
     pub pending: u64,
     /// Exits or contention ends seen without their start.
     pub unpaired: u64,
+    /// Kernel stacks not stored because of a hash collision in the stack map.
+    #[serde(default)]
+    pub stacks: u64,
+    /// Waits not attributed to a site because the site map was full.
+    #[serde(default)]
+    pub sites: u64,
 }
 
 impl Drops {
     pub fn total(&self) -> u64 {
-        self.ringbuf + self.inflight + self.pending + self.unpaired
+        self.ringbuf + self.inflight + self.pending + self.unpaired + self.stacks + self.sites
     }
 }
 
@@ -249,6 +255,35 @@ pub struct ExecutorStatus {
     pub last_error: Option<String>,
 }
 
+/// One place where mount syscalls wait: a lock or an off-CPU span at one kernel call site.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WaitSite {
+    /// A name a reader knows (`namespace_sem`, `RCU expedited grace period`, ...) or the
+    /// first function outside the locking and scheduling code.
+    pub name: String,
+    pub kind: crate::WaitKind,
+    pub syscall: MountSyscall,
+    pub count: u64,
+    pub total_ns: u64,
+    pub p99_ns: u64,
+    /// `total_ns` as a share of the syscall's total latency over the same time (0 to 1).
+    pub share: f64,
+    /// Symbolized kernel stack of the most frequent instance, innermost frame first.
+    pub stack: Vec<String>,
+}
+
+/// A syscall's total latency split into what it spent on CPU, in lock waits, blocked off CPU
+/// and preempted; the four shares add up to 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyscallBreakdown {
+    pub syscall: MountSyscall,
+    pub total_ns: u64,
+    pub on_cpu_share: f64,
+    pub lock_wait_share: f64,
+    pub blocked_share: f64,
+    pub preempted_share: f64,
+}
+
 /// Every figure of one interval.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -272,6 +307,12 @@ pub struct Snapshot {
     /// Drops during the last interval and in total.
     pub drops: Drops,
     pub drops_total: Drops,
+    /// Top places where mount syscalls waited, since start or the last reset.
+    #[serde(default)]
+    pub wait_sites: Vec<WaitSite>,
+    /// Per-syscall latency breakdown, since start or the last reset.
+    #[serde(default)]
+    pub breakdown: Vec<SyscallBreakdown>,
     pub executor: Option<ExecutorStatus>,
 }
 

@@ -6,6 +6,7 @@
 pub mod event;
 pub mod hist;
 pub mod holders;
+pub mod sites;
 pub mod snapshot;
 pub mod totals;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aya::maps::{MapData, RingBuf};
 use mountscope_common::{
-    Event,
+    Event, SYSCALL_COUNT,
     snapshot::{ExecutorStatus, Snapshot, TierKind},
 };
 use tokio::io::unix::AsyncFd;
@@ -22,6 +23,7 @@ use tracing::{debug, warn};
 use self::{
     event::EventRecord,
     holders::Holders,
+    sites::SiteMaps,
     totals::{AggregateMaps, Totals},
 };
 use crate::probes::{Probes, SAMPLE_PERIOD_NS};
@@ -31,11 +33,14 @@ pub const DRAIN_PERIOD: Duration = Duration::from_millis(100);
 
 /// Holders listed per snapshot.
 const TOP_HOLDERS: usize = 10;
+/// Wait sites listed per snapshot.
+const TOP_SITES: usize = 12;
 
 /// The loaded probes plus everything needed to publish snapshots.
 pub struct Collector {
     probes: Probes,
     maps: AggregateMaps,
+    sites: SiteMaps,
     ring: AsyncFd<RingBuf<MapData>>,
     /// Reading at start or at the last reset.
     base: Totals,
@@ -55,6 +60,7 @@ pub struct Collector {
 impl Collector {
     pub fn new(mut probes: Probes) -> anyhow::Result<Collector> {
         let maps = AggregateMaps::take(&mut probes.ebpf)?;
+        let sites = SiteMaps::take(&mut probes.ebpf)?;
         let ring = probes
             .ebpf
             .take_map("EVENTS")
@@ -68,6 +74,7 @@ impl Collector {
         Ok(Collector {
             probes,
             maps,
+            sites,
             ring,
             base: now.clone(),
             prev: now,
@@ -129,6 +136,7 @@ impl Collector {
         self.prev = now;
         self.prev_at = Instant::now();
         self.holders.clear();
+        self.sites.reset();
         self.user_lost_total = 0;
         self.user_lost = 0;
         Ok(())
@@ -169,6 +177,16 @@ impl Collector {
             );
         }
 
+        let since_base = now.since(&self.base);
+        let syscall_total_ns: [u64; SYSCALL_COUNT] =
+            std::array::from_fn(|i| since_base.syscalls[i].total_ns);
+        let ns_sem = self
+            .probes
+            .lock_address
+            .as_ref()
+            .and_then(|a| u64::from_str_radix(a.address.trim_start_matches("0x"), 16).ok());
+        let (wait_sites, breakdown) = self.sites.figures(ns_sem, &syscall_total_ns, TOP_SITES);
+
         let snapshot = Snapshot {
             time_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -190,6 +208,8 @@ impl Collector {
             holders_by_cgroup: self.holders.top_cgroups(TOP_HOLDERS),
             drops,
             drops_total,
+            wait_sites,
+            breakdown,
             executor,
         };
         self.prev = now;

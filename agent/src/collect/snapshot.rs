@@ -117,5 +117,7 @@ pub fn drops(counters: &[u64; drop_slot::COUNT as usize], user_lost: u64) -> Dro
         inflight: counters[drop_slot::INFLIGHT as usize],
         pending: counters[drop_slot::PENDING as usize],
         unpaired: counters[drop_slot::UNPAIRED as usize],
+        stacks: counters[drop_slot::STACK as usize],
+        sites: counters[drop_slot::SITE as usize],
     }
 }

@@ -139,7 +139,9 @@ impl Probes {
             let name = syscall.tracepoint_name();
             if !syscall_tracepoints_exist(name) {
                 // Older kernels lack the newer syscalls, for example open_tree_attr (6.15).
-                info!("{name} is not traced because this kernel has no sys_enter_{name} tracepoint");
+                info!(
+                    "{name} is not traced because this kernel has no sys_enter_{name} tracepoint"
+                );
                 continue;
             }
             attach_tracepoint(
@@ -154,6 +156,13 @@ impl Probes {
                 "syscalls",
                 &format!("sys_enter_{name}"),
             )?;
+        }
+
+        // Off-CPU time inside mount syscalls; lock waits of any type come from the contention
+        // tracepoints attached with the lock programs.
+        if let Err(e) = attach_tracepoint(&mut ebpf, "sched_switch", "sched", "sched_switch") {
+            warn!("off-CPU time inside mount syscalls is not measured: {e}");
+            notes.push(format!("sched_switch: {e}"));
         }
 
         let tier = if address == 0 {

@@ -39,6 +39,18 @@ pub(super) fn draw_holders(frame: &mut Frame, area: Rect, snapshot: &Snapshot) {
     );
 }
 
+/// Draws only the holders by process, for narrow middle rows.
+pub(super) fn draw_process_holders(frame: &mut Frame, area: Rect, snapshot: &Snapshot) {
+    draw_holder_table(
+        frame,
+        area,
+        " who holds it: by process ",
+        "process",
+        &snapshot.holders_by_process,
+        process_name,
+    );
+}
+
 fn draw_holder_table(
     frame: &mut Frame,
     area: Rect,

@@ -9,6 +9,7 @@ mod key_line;
 mod lock;
 mod syscalls;
 mod waiting;
+mod waits;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -53,6 +54,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
 }
 
+/// Rows from which the middle row shows holders and wait sites one above the other.
+const MIDDLE_SPLIT_ROWS: u16 = 10;
+
 /// Splits the area under the header: syscalls and lock on top, holders below, and the
 /// executor row at the bottom when there is an executor. Extra rows go to the top and middle
 /// rows at a ratio of 7 to 5, the split that fits both at 80x24.
@@ -80,7 +84,21 @@ fn draw_dashboard(frame: &mut Frame, area: Rect, snapshot: &Snapshot, timeline: 
     syscalls::draw_syscalls(frame, syscalls_area, snapshot);
     lock::draw_lock(frame, lock_area, snapshot, timeline);
 
-    holders::draw_holders(frame, middle, snapshot);
+    // Holders by process and by cgroup above the wait sites when the middle row is tall
+    // enough; otherwise holders by process beside the wait sites.
+    if middle.height >= MIDDLE_SPLIT_ROWS {
+        let [holders_area, waits_area] =
+            Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(middle);
+        holders::draw_holders(frame, holders_area, snapshot);
+        waits::draw_wait_sites(frame, waits_area, snapshot);
+    } else {
+        let [holders_area, waits_area] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .spacing(1)
+                .areas(middle);
+        holders::draw_process_holders(frame, holders_area, snapshot);
+        waits::draw_wait_sites(frame, waits_area, snapshot);
+    }
 
     if let Some(executor) = &snapshot.executor {
         let [executor_area, ab_area] = split_columns(bottom);

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use mountscope_common::snapshot::{
     AddressSource, Drops, ExecutorSettings, ExecutorStatus, HoldEstimate, HolderFigures, Latency,
     LockAddress, LockFigures, MountApi, Snapshot, Strategy, StrategyFigures, SyscallFigures, Tier,
-    TierKind,
+    TierKind, WaitSite,
 };
-use mountscope_common::{LockMode, MountSyscall};
+use mountscope_common::{LockMode, MountSyscall, WaitKind};
 use mountscope_tui::{App, Event, draw};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -45,6 +45,28 @@ pub fn estimate_with_executor() -> Snapshot {
         unpaired: 2,
         ..Drops::default()
     };
+    snapshot.wait_sites = vec![
+        WaitSite {
+            name: "RCU expedited grace period".to_string(),
+            kind: WaitKind::Blocked,
+            syscall: MountSyscall::Umount2,
+            count: 16916,
+            total_ns: 6_658_946_436,
+            p99_ns: 1_900_000,
+            share: 0.762,
+            stack: vec!["synchronize_rcu_expedited+0x10e".to_string()],
+        },
+        WaitSite {
+            name: "namespace_sem".to_string(),
+            kind: WaitKind::Lock,
+            syscall: MountSyscall::Mount,
+            count: 54,
+            total_ns: 31_694_399,
+            p99_ns: 2_400_000,
+            share: 0.074,
+            stack: Vec::new(),
+        },
+    ];
     snapshot.executor = Some(executor());
     snapshot
 }
@@ -158,6 +180,8 @@ fn base(kind: TierKind, reason: &str) -> Snapshot {
         ],
         drops: Drops::default(),
         drops_total: Drops::default(),
+        wait_sites: Vec::new(),
+        breakdown: Vec::new(),
         executor: None,
     }
 }
