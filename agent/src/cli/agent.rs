@@ -33,7 +33,7 @@ use super::{
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Unix socket that clients such as `watch --connect` use. Its directory is created with
-    /// mode 0700 when missing; the socket gets mode 0600.
+    /// mode 0700 when missing, and the socket gets mode 0600.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Serve Prometheus metrics at http://ADDR/metrics, for example 127.0.0.1:9464. Off
@@ -72,7 +72,7 @@ fn start(args: AgentArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args, options, period))
 }
 
-/// Plain lines on stderr for journald or a terminal; colors only on a terminal.
+/// Sends plain log lines to stderr for journald or a terminal, with colors only on a terminal.
 fn init_logging(level: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(level).with_context(|| {
         format!("invalid log filter `{level}`; use error, warn, info, debug or trace")
@@ -132,7 +132,7 @@ async fn serve(args: AgentArgs, options: ProbeOptions, period: Duration) -> anyh
         warn!(socket = %args.socket.display(), error = %e, "failed to remove the socket file");
     }
     drop(session);
-    info!("agent stopped; kernel programs unloaded");
+    info!("agent stopped and unloaded the kernel programs");
     result
 }
 
@@ -218,6 +218,6 @@ fn reset(session: &mut Session, hub: &Hub, metrics: &Metrics) -> anyhow::Result<
     if let Some(monitor) = &mut session.monitor {
         monitor.reset();
     }
-    info!("statistics reset; exported metrics keep counting");
+    info!("statistics reset, while exported metrics keep counting");
     Ok(())
 }

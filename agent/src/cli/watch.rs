@@ -187,7 +187,7 @@ fn apply(
     result.err().map(|e| format!("{e}"))
 }
 
-/// Draws the snapshots of a running agent; keys become requests on its socket.
+/// Draws the snapshots of a running agent and sends key actions to it as requests.
 fn run_connected(socket: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -253,7 +253,7 @@ fn run_connected(socket: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Turns one key action into a request to the agent; returns the status line to show.
+/// Sends one key action to the agent as a request and returns the status line to show.
 /// Builder and layer steps start from the settings in the latest snapshot.
 fn apply_remote(
     action: Action,

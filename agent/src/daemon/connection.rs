@@ -19,19 +19,19 @@ use crate::executor::ExecutorControl;
 /// How long one write to a client may block before the client counts as stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Replies queued for the writer; a client sends one request at a time in practice.
+/// Replies queued for the writer. Clients send one request at a time in practice.
 const REPLY_QUEUE: usize = 64;
 
-/// Malformed requests logged at warn level per client; later ones are logged at debug.
+/// Malformed requests logged at warn level per client. Later ones are logged at debug.
 const LOGGED_BAD_REQUESTS: u32 = 5;
 
-/// What the reader hands the writer.
+/// A message from the reader to the writer.
 enum Outgoing {
     Line(String),
     Subscribe { snapshots: bool, events: bool },
 }
 
-/// Serves one client until it disconnects or is dropped; returns why it ended.
+/// Serves one client until it disconnects or is dropped, and returns why it ended.
 pub async fn run(stream: UnixStream, id: u64, context: &Arc<Context>) -> String {
     let (read, write) = stream.into_split();
     let (outgoing_tx, outgoing_rx) = mpsc::channel(REPLY_QUEUE);
@@ -194,8 +194,8 @@ pub fn apply(control: &ExecutorControl, action: &ControlAction) -> Result<(), St
     result.map_err(|e| e.to_string())
 }
 
-/// Writes replies and subscribed lines until the client is gone or dropped; returns why it
-/// ended. After the reader's end of file it goes on while any subscription is active.
+/// Writes replies and subscribed lines until the client is gone or dropped, and returns why
+/// it ended. After the reader's end of file it goes on while any subscription is active.
 async fn write_lines(
     mut write: OwnedWriteHalf,
     mut outgoing: mpsc::Receiver<Outgoing>,
@@ -273,7 +273,7 @@ async fn recv(
 enum RequestLine {
     /// A complete line is in the buffer, without its newline.
     Line,
-    /// The line passed [`MAX_REQUEST_BYTES`]; it was read up to its newline and discarded.
+    /// The line passed [`MAX_REQUEST_BYTES`], so it was read up to its newline and discarded.
     TooLong,
     Eof,
 }

@@ -10,7 +10,7 @@ use tracing::{debug, error, warn};
 
 use super::metrics::{CONTENT_TYPE, Metrics};
 
-/// Largest request head read; scrapers send a few hundred bytes.
+/// Maximum request head read. Scrapers send a few hundred bytes.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
 
 /// Time a client has to send its request head and read the response.
@@ -38,7 +38,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
-/// Reads one request head and writes the response; returns the status code sent.
+/// Reads one request head, writes the response and returns the status code sent.
 async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<u16> {
     let head = read_head(&mut stream).await?;
     let (status, reason, content_type, body) = match route(&head) {

@@ -253,7 +253,7 @@ fn write_executor(out: &mut Text, executor: &ExecutorStats) {
     );
 }
 
-/// Adds every counter and histogram of `from` to `into`; maxima take the larger value.
+/// Adds every counter and histogram of `from` to `into`. Maxima take the larger value.
 fn add_totals(into: &mut Totals, from: &Totals) {
     for (a, b) in into.syscalls.iter_mut().zip(&from.syscalls) {
         a.calls += b.calls;
@@ -336,8 +336,8 @@ impl Text {
         let _ = writeln!(self.text, " {value}");
     }
 
-    /// Writes one histogram series from log2 buckets. Kernel bucket 0 holds zero and bucket
-    /// `b` holds `[2^(b-1), 2^b)` ns, so its upper edge 2^b ns becomes `le`. A sample of
+    /// Writes one histogram series from log2 buckets. Kernel bucket 0 counts zeros and bucket
+    /// `b` counts `[2^(b-1), 2^b)` ns, so its upper edge 2^b ns becomes `le`. A sample of
     /// exactly 2^b ns is counted one bucket higher than Prometheus's inclusive `le` implies.
     fn histogram(
         &mut self,

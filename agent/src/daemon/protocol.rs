@@ -9,7 +9,7 @@
 use mountscope_common::snapshot::{MountApi, Snapshot, Strategy};
 use serde::{Deserialize, Serialize};
 
-/// Longest request line the agent reads, newline excluded. Longer lines are discarded up to
+/// Maximum length of a request line in bytes, newline excluded. Longer lines are discarded up to
 /// their newline and answered with an error.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -17,7 +17,7 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Chooses which streams the client receives; a later subscribe replaces an earlier one.
+    /// Chooses which streams the client receives. A later subscribe replaces an earlier one.
     Subscribe {
         #[serde(default)]
         snapshots: bool,
@@ -79,8 +79,8 @@ pub fn ok_line() -> String {
 
 /// Serializes any reply as one line with its newline.
 pub fn line<E: Serialize>(reply: &Reply<'_, E>) -> String {
-    // NOTE: serializing these types cannot fail: every map key is a string and no value is
-    // a non-finite float that serde_json rejects (it writes those as `null`).
+    // Serializing fails only for non-string map keys, which these types do not have, so the
+    // fallback error line is not expected in practice.
     let mut text = serde_json::to_string(reply).unwrap_or_else(|e| {
         serde_json::json!({"type": "error", "message": format!("failed to serialize: {e}")})
             .to_string()

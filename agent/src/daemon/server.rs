@@ -30,7 +30,7 @@ const SNAPSHOT_BACKLOG: usize = 64;
 /// disconnected.
 const EVENT_BACKLOG: usize = 16 * 1024;
 
-/// Clients served at once; further connections get an error line and are closed.
+/// Maximum clients served at once. Further connections get an error line and are closed.
 pub const MAX_CLIENTS: usize = 64;
 
 /// Requests from clients that the agent's collection loop carries out.
@@ -86,7 +86,7 @@ impl Hub {
     }
 }
 
-/// What every client task shares.
+/// State shared by every client task.
 pub struct Context {
     pub hub: Arc<Hub>,
     /// `None` when the agent runs without the overlay executor.
@@ -117,7 +117,7 @@ impl Context {
     }
 }
 
-/// Accepts clients until the task is aborted; aborting it also ends every client task.
+/// Accepts clients until the task is aborted, which also ends every client task.
 pub async fn serve(listener: UnixListener, context: Arc<Context>) {
     let mut clients = JoinSet::new();
     loop {
@@ -126,7 +126,7 @@ pub async fn serve(listener: UnixListener, context: Arc<Context>) {
                 Ok((stream, _)) => accept(stream, &context, &mut clients).await,
                 Err(e) => {
                     error!(error = %e, "failed to accept a client on the agent socket");
-                    // Errors such as EMFILE repeat at once; a short pause avoids a busy loop.
+                    // Errors such as EMFILE repeat at once, so a short pause avoids a busy loop.
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
@@ -134,7 +134,7 @@ pub async fn serve(listener: UnixListener, context: Arc<Context>) {
                 if let Err(e) = joined
                     && e.is_panic()
                 {
-                    error!(error = %e, "a client task panicked; the agent keeps serving");
+                    error!(error = %e, "a client task panicked, and the agent keeps serving");
                 }
             }
         }
@@ -170,7 +170,7 @@ async fn accept(
     });
 }
 
-/// The connecting process as `pid:<n> uid:<n>`, from `SO_PEERCRED`.
+/// Formats the connecting process as `pid:<n> uid:<n>`, from `SO_PEERCRED`.
 fn peer_label(stream: &tokio::net::UnixStream) -> String {
     match stream.peer_cred() {
         Ok(cred) => match cred.pid() {

@@ -65,8 +65,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     }
     remove_stale(path)?;
 
-    // The umask makes the socket 0600 from the moment it exists; the chmod afterwards keeps
-    // that true whatever umask the process started with.
+    // The umask makes the socket 0600 from the moment it exists, and the chmod afterwards
+    // keeps that true whatever umask the process started with.
     let previous = umask(Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
     umask(previous);
