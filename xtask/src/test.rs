@@ -132,9 +132,13 @@ fn clippy_ebpf() -> Result<Outcome> {
 /// Runs every test in the workspace as root, so the privileged tests in `tests/` can load the
 /// real programs and make real mounts. When not root, cargo runs each test binary through `sudo`.
 fn test() -> Result<Outcome> {
+    // The end-to-end tests run the `mountscope` binary itself, which `cargo test` does not
+    // build for another package's tests, so it is built first and named in MOUNTSCOPE_BIN.
+    let binary = crate::build::build(false)?;
     let mut cargo = crate::cargo();
     cargo
         .args(["test", "--workspace", "--exclude", EBPF_PACKAGE])
+        .env("MOUNTSCOPE_BIN", &binary)
         // The privileged tests load the real eBPF object, which this variable leaves out.
         .env_remove("AYA_BUILD_SKIP");
     if !privilege::is_root() {
