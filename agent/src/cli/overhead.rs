@@ -58,12 +58,16 @@ struct Report {
     tier: String,
     iterations: u32,
     rounds: u32,
-    /// Median over rounds of the mean time of one bind mount + umount pair.
-    bare_ns: f64,
-    mountscope_ns: f64,
-    bpftrace_ns: Option<f64>,
-    mountscope_ratio: f64,
-    bpftrace_ratio: Option<f64>,
+    /// Medians over rounds of the mean wall-clock and CPU time of one bind mount + umount
+    /// pair, by condition.
+    bare: Figures,
+    mountscope: Figures,
+    bpftrace: Option<Figures>,
+    /// Ratios to `bare`, of wall-clock time and of the mounting thread's CPU time.
+    mountscope_wall_ratio: f64,
+    mountscope_cpu_ratio: f64,
+    bpftrace_wall_ratio: Option<f64>,
+    bpftrace_cpu_ratio: Option<f64>,
     bpftrace_note: Option<String>,
 }
 
@@ -75,16 +79,53 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Mean nanoseconds of one bind mount + umount pair over `iterations`.
-fn time_loop(src: &Path, dst: &Path, iterations: u32) -> anyhow::Result<f64> {
+/// CPU time this thread has used, in nanoseconds. Probes run in the context of the syscall
+/// they trace, so their cost shows in the mounting thread's CPU time, which other load on the
+/// machine disturbs far less than wall-clock time.
+fn thread_cpu_ns() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into valid memory.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+}
+
+/// Mean wall-clock and CPU nanoseconds of one bind mount + umount pair over `iterations`.
+fn time_loop(src: &Path, dst: &Path, iterations: u32) -> anyhow::Result<Timing> {
     let started = Instant::now();
+    let cpu_started = thread_cpu_ns();
     for _ in 0..iterations {
         mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .with_context(|| format!("failed to bind-mount {}", dst.display()))?;
         umount2(dst, MntFlags::empty())
             .with_context(|| format!("failed to unmount {}", dst.display()))?;
     }
-    Ok(started.elapsed().as_nanos() as f64 / iterations as f64)
+    Ok(Timing {
+        wall_ns: started.elapsed().as_nanos() as f64 / iterations as f64,
+        cpu_ns: (thread_cpu_ns() - cpu_started) / iterations as f64,
+    })
+}
+
+#[derive(Clone, Copy)]
+struct Timing {
+    wall_ns: f64,
+    cpu_ns: f64,
+}
+
+/// Medians of the round means of one condition.
+#[derive(Debug, Serialize)]
+struct Figures {
+    wall_ns: f64,
+    cpu_ns: f64,
+}
+
+fn figures(rounds: &[Timing]) -> Figures {
+    Figures {
+        wall_ns: median(rounds.iter().map(|t| t.wall_ns).collect()),
+        cpu_ns: median(rounds.iter().map(|t| t.cpu_ns).collect()),
+    }
 }
 
 /// Starts bpftrace and waits until its probes are attached.
@@ -163,26 +204,43 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
              median of round means\n",
             report.kernel, report.tier, report.iterations, report.rounds
         );
-        println!("without probes        {:>10.2} µs", report.bare_ns / 1000.0);
-        println!(
-            "mountscope probes     {:>10.2} µs   ratio {:.3}",
-            report.mountscope_ns / 1000.0,
-            report.mountscope_ratio
-        );
-        match (report.bpftrace_ns, report.bpftrace_ratio) {
-            (Some(ns), Some(r)) => {
-                println!(
-                    "bpftrace script       {:>10.2} µs   ratio {r:.3}",
-                    ns / 1000.0
-                )
-            }
-            _ => println!(
-                "bpftrace script       not run: {}",
-                report.bpftrace_note.as_deref().unwrap_or("")
-            ),
-        }
+        print!("{}", render(&report));
     }
     Ok(())
+}
+
+/// The report as a table: wall-clock and CPU time per pair, with ratios to no probes.
+fn render(report: &Report) -> String {
+    let us = |ns: f64| ns / 1000.0;
+    let mut out = String::from("                      wall µs  ratio     CPU µs  ratio\n");
+    out.push_str(&format!(
+        "without probes     {:>10.2}         {:>10.2}\n",
+        us(report.bare.wall_ns),
+        us(report.bare.cpu_ns)
+    ));
+    out.push_str(&format!(
+        "mountscope probes  {:>10.2}  {:.3}  {:>10.2}  {:.3}\n",
+        us(report.mountscope.wall_ns),
+        report.mountscope_wall_ratio,
+        us(report.mountscope.cpu_ns),
+        report.mountscope_cpu_ratio
+    ));
+    match (
+        &report.bpftrace,
+        report.bpftrace_wall_ratio,
+        report.bpftrace_cpu_ratio,
+    ) {
+        (Some(b), Some(wall), Some(cpu)) => out.push_str(&format!(
+            "bpftrace script    {:>10.2}  {wall:.3}  {:>10.2}  {cpu:.3}\n",
+            us(b.wall_ns),
+            us(b.cpu_ns)
+        )),
+        _ => out.push_str(&format!(
+            "bpftrace script    not run: {}\n",
+            report.bpftrace_note.as_deref().unwrap_or("")
+        )),
+    }
+    out
 }
 
 fn measure(
@@ -234,20 +292,22 @@ fn measure(
         }
     }
 
-    let bare_ns = median(bare);
-    let mountscope_ns = median(probed);
-    let bpftrace_ns = (!traced.is_empty()).then(|| median(traced));
+    let bare = figures(&bare);
+    let mountscope = figures(&probed);
+    let bpftrace = (!traced.is_empty()).then(|| figures(&traced));
     Ok((
         Report {
             kernel: mountscope_agent::collect::kernel_release(),
             tier,
             iterations: args.iterations,
             rounds: args.rounds,
-            bare_ns,
-            mountscope_ns,
-            bpftrace_ns,
-            mountscope_ratio: mountscope_ns / bare_ns,
-            bpftrace_ratio: bpftrace_ns.map(|b| b / bare_ns),
+            mountscope_wall_ratio: mountscope.wall_ns / bare.wall_ns,
+            mountscope_cpu_ratio: mountscope.cpu_ns / bare.cpu_ns,
+            bpftrace_wall_ratio: bpftrace.as_ref().map(|b| b.wall_ns / bare.wall_ns),
+            bpftrace_cpu_ratio: bpftrace.as_ref().map(|b| b.cpu_ns / bare.cpu_ns),
+            bare,
+            mountscope,
+            bpftrace,
             bpftrace_note,
         },
         args.json,
