@@ -486,8 +486,8 @@ fn concurrent_umounts_wait_on_rcu() {
     let _serial = contention_guard();
     let snapshot = snapshot_of_loops("rcu2", 2, false, Duration::from_millis(1500));
     let top = top_site_of(&snapshot, MountSyscall::Umount2).expect("a wait site of umount2");
-    assert_eq!(
-        top.name, "RCU expedited grace period",
+    assert!(
+        top.name.starts_with("RCU expedited grace period"),
         "{:#?}",
         snapshot.wait_sites
     );

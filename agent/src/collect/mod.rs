@@ -168,12 +168,15 @@ impl Collector {
         if drops.total() > 0 {
             warn!(
                 "lost {} events in the last interval ({} ring buffer, {} in-flight map full, \
-                 {} pending-wait map full, {} unpaired)",
+                 {} pending-wait map full, {} unpaired, {} stack-map collisions, {} site map \
+                 full)",
                 drops.total(),
                 drops.ringbuf,
                 drops.inflight,
                 drops.pending,
-                drops.unpaired
+                drops.unpaired,
+                drops.stacks,
+                drops.sites
             );
         }
 

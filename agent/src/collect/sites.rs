@@ -110,7 +110,12 @@ pub fn site_name(kind: WaitKind, lock_addr: u64, ns_sem: Option<u64>, stack: &[S
     }
     for (needle, name) in NAMED_SITES {
         if stack.iter().any(|f| function(f) == *needle) {
-            return (*name).to_string();
+            // A contended lock on the way to the named wait, such as the mutex that queues
+            // concurrent RCU expedited grace periods, is told apart from the wait itself.
+            return match kind {
+                WaitKind::Lock => format!("{name} (lock)"),
+                _ => (*name).to_string(),
+            };
         }
     }
     let first = stack
@@ -364,6 +369,19 @@ mod tests {
         assert_eq!(
             site_name(WaitKind::Blocked, 0, None, &s),
             "RCU expedited grace period"
+        );
+    }
+
+    #[test]
+    fn lock_on_the_way_to_rcu_is_marked() {
+        let s = stack(&[
+            "__mutex_lock.constprop.0",
+            "exp_funnel_lock",
+            "synchronize_rcu_expedited",
+        ]);
+        assert_eq!(
+            site_name(WaitKind::Lock, 1, None, &s),
+            "RCU expedited grace period (lock)"
         );
     }
 
