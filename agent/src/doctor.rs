@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::probes::{
     SAMPLE_PERIOD_NS,
     btf::{Btf, KernelOffsets, VMLINUX_BTF},
-    calibrate, kallsyms, object, tracefs,
+    calibrate, describe_program_error, kallsyms, kprobes_available, object, tracefs,
 };
 
 /// Outcome of one check.
@@ -316,9 +316,10 @@ fn load_tracepoint(
         .ok_or((Status::No, format!("program `{program}` missing")))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
-    tp.load().map_err(|e| (Status::Refused, error_chain(&e)))?;
+    tp.load()
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     tp.attach(category, name)
-        .map_err(|e| (Status::Refused, error_chain(&e)))?;
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     Ok(())
 }
 
@@ -368,8 +369,9 @@ fn check_tp_btf(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, (Status, Stri
         .try_into()
         .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
     p.load("contention_begin", btf)
-        .map_err(|e| (Status::Refused, error_chain(&e)))?;
-    p.attach().map_err(|e| (Status::Refused, error_chain(&e)))?;
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
+    p.attach()
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     Ok("tp_btf/contention_begin attached".into())
 }
 
@@ -380,15 +382,14 @@ fn check_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, (Status, Stri
         .try_into()
         .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
     p.load("down_write", btf)
-        .map_err(|e| (Status::Refused, error_chain(&e)))?;
-    p.attach().map_err(|e| (Status::Refused, error_chain(&e)))?;
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
+    p.attach()
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     Ok("fexit/down_write attached".into())
 }
 
 fn check_kprobe(ebpf: &mut Ebpf) -> Result<String, (Status, String)> {
-    if !Path::new("/sys/kernel/tracing/kprobe_events").exists()
-        && !Path::new("/sys/bus/event_source/devices/kprobe").exists()
-    {
+    if !kprobes_available() {
         return Err((
             Status::Missing,
             "the kernel has no kprobe support (no kprobe PMU, no kprobe_events; CONFIG_KPROBES \
@@ -401,9 +402,10 @@ fn check_kprobe(ebpf: &mut Ebpf) -> Result<String, (Status, String)> {
         .ok_or((Status::No, "program `kprobe_up_write` missing".to_string()))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
-    p.load().map_err(|e| (Status::Refused, error_chain(&e)))?;
+    p.load()
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     p.attach("up_write", 0)
-        .map_err(|e| (Status::Refused, error_chain(&e)))?;
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     Ok("kprobe/up_write attached".into())
 }
 
@@ -413,30 +415,19 @@ fn check_perf(ebpf: &mut Ebpf) -> Result<String, (Status, String)> {
         .ok_or((Status::No, "program `sample_hold` missing".to_string()))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
-    p.load().map_err(|e| (Status::Refused, error_chain(&e)))?;
+    p.load()
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     p.attach(
         PerfEventConfig::Software(SoftwareEvent::CpuClock),
         PerfEventScope::AllProcessesOneCpu { cpu: 0 },
         SamplePolicy::Period(SAMPLE_PERIOD_NS),
         false,
     )
-    .map_err(|e| (Status::Refused, error_chain(&e)))?;
+    .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     Ok(format!(
         "cpu-clock every {} µs attached on CPU 0",
         SAMPLE_PERIOD_NS / 1000
     ))
-}
-
-/// An error and its sources on one line, so the kernel's errno shows.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The report as an aligned table for a terminal.

@@ -291,12 +291,17 @@ fn attach_lock_programs(
             }
             Err(e) => {
                 detach_all(ebpf, FENTRY_PROGRAMS);
-                notes.push(format!("fentry: {e}"));
-                info!("fentry tier unavailable: {e}");
+                let text = describe_probe_error(&e);
+                info!("fentry tier unavailable: {text}");
+                notes.push(format!("fentry: {text}"));
             }
         }
     }
-    if matches!(method, HoldMethod::Auto | HoldMethod::Kprobe) {
+    if matches!(method, HoldMethod::Auto | HoldMethod::Kprobe) && !kprobes_available() {
+        let text = "the kernel has no kprobe support (no kprobe PMU and no kprobe_events file)";
+        info!("kprobe tier unavailable: {text}");
+        notes.push(format!("kprobe: {text}"));
+    } else if matches!(method, HoldMethod::Auto | HoldMethod::Kprobe) {
         match attach_kprobes(ebpf) {
             Ok(()) => {
                 return Ok(Tier {
@@ -306,8 +311,9 @@ fn attach_lock_programs(
             }
             Err(e) => {
                 detach_all(ebpf, KPROBE_PROGRAMS.iter().map(|(p, _, _)| *p));
-                notes.push(format!("kprobe: {e}"));
-                info!("kprobe tier unavailable: {e}");
+                let text = describe_probe_error(&e);
+                info!("kprobe tier unavailable: {text}");
+                notes.push(format!("kprobe: {text}"));
             }
         }
     }
@@ -332,6 +338,38 @@ fn attach_lock_programs(
         kind: TierKind::ContentionEstimate,
         reason: "waits from lock:contention_*; hold measurement is off".into(),
     })
+}
+
+/// Whether the kernel has kprobes: a kprobe PMU, or the tracefs file for kprobe events.
+pub fn kprobes_available() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+        || std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists()
+}
+
+/// A program error on one line. aya's message already carries the errno; it ends with
+/// "Verifier output:" and the log, which is empty when the kernel rejects the program before
+/// the verifier runs, as kernels that forbid fentry do.
+pub fn describe_program_error(e: &ProgramError) -> String {
+    let text = e.to_string();
+    let Some(at) = text.find("Verifier output:") else {
+        return text;
+    };
+    let log = text[at + "Verifier output:".len()..].trim();
+    let head = text[..at].trim_end().trim_end_matches('.');
+    if log.is_empty() {
+        format!("{head}, with an empty verifier log (the kernel rejects this program type)")
+    } else {
+        format!("{head}; verifier: {log}")
+    }
+}
+
+fn describe_probe_error(e: &ProbeError) -> String {
+    match e {
+        ProbeError::Program { program, source } => {
+            format!("`{program}`: {}", describe_program_error(source))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// fentry/fexit programs and the kernel function each attaches to.
