@@ -159,9 +159,11 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     // The task switching out is the current task, so its stack is the stack it blocked in.
     // A thread in a lock wait is already timed by the lock tracepoints, so its off-CPU span
     // is not counted twice.
+    // INFLIGHT is checked first because most switched-out tasks are in no mount syscall, so
+    // the common case costs one lookup.
     if prev_pid != 0
-        && SITE_LOCK_WAITS.get_ptr(prev_pid).is_none()
         && let Some(inflight) = INFLIGHT.get_ptr(prev_pid)
+        && SITE_LOCK_WAITS.get_ptr(prev_pid).is_none()
     {
         // SAFETY: the pointer comes from the map; the field is copied at once.
         let syscall = unsafe { (*inflight).syscall };
