@@ -26,8 +26,9 @@ use nix::{
     sched::{CloneFlags, unshare},
 };
 
-/// Serialises the tests that need contention: on a 2-CPU machine, running them at once
-/// starves each of the CPU time that contention needs.
+/// Serialises the tests that mount or calibrate: their mounts contend on the one global
+/// namespace_sem, and on a 2-CPU machine running them at once also starves each of the CPU
+/// time that forced contention needs.
 fn contention_guard() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -101,6 +102,8 @@ fn in_namespace_with_probes<T: Send + 'static>(
     body: impl FnOnce(&mut Collector, u64) -> T + Send + 'static,
 ) -> T {
     let address = lock_address();
+    // One test at a time: each one's mounts contend with the others' on the global lock.
+    let _serial = contention_guard();
     thread::spawn(move || {
         let mntns = enter_private_namespace();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -345,7 +348,6 @@ fn contention_names_the_holder() {
     if !is_root() {
         return;
     }
-    let _serial = contention_guard();
     let scratch = Scratch::new("contend");
     let src = scratch.src();
     let dsts: Vec<PathBuf> = (0..2)
@@ -483,7 +485,6 @@ fn concurrent_umounts_wait_on_rcu() {
     if !is_root() {
         return;
     }
-    let _serial = contention_guard();
     let snapshot = snapshot_of_loops("rcu2", 2, false, Duration::from_millis(1500));
     let top = top_site_of(&snapshot, MountSyscall::Umount2).expect("a wait site of umount2");
     assert!(
@@ -506,7 +507,6 @@ fn single_loop_blocks_without_contention() {
     if !is_root() {
         return;
     }
-    let _serial = contention_guard();
     let snapshot = snapshot_of_loops("rcu1", 1, false, Duration::from_millis(1000));
     let rcu_blocked = snapshot.wait_sites.iter().find(|s| {
         s.syscall == MountSyscall::Umount2
@@ -514,11 +514,25 @@ fn single_loop_blocks_without_contention() {
             && s.name == "RCU expedited grace period"
     });
     assert!(rcu_blocked.is_some(), "{:#?}", snapshot.wait_sites);
-    let contended = snapshot
+
+    // namespace_sem is global, so a mount elsewhere on the host (or a reader of any
+    // mountinfo) can still make one of this loop's calls wait now and then. With no second
+    // mounter in the test, such waits must stay under 1% of the loop's calls.
+    let calls = snapshot
+        .syscall(MountSyscall::Mount)
+        .map_or(0, |s| s.calls_total);
+    let waits: u64 = snapshot
         .wait_sites
         .iter()
-        .find(|s| s.name == "namespace_sem");
-    assert!(contended.is_none(), "{contended:?}");
+        .filter(|s| s.name == "namespace_sem")
+        .map(|s| s.count)
+        .sum();
+    assert!(calls > 100, "only {calls} mount calls in one second");
+    assert!(
+        waits * 100 <= calls,
+        "{waits} namespace_sem waits in {calls} mounts: {:#?}",
+        snapshot.wait_sites
+    );
 }
 
 #[test]
@@ -526,7 +540,6 @@ fn mountinfo_reader_contention_is_named() {
     if !is_root() {
         return;
     }
-    let _serial = contention_guard();
     let snapshot = snapshot_of_loops("named", 2, true, Duration::from_millis(1500));
     let named = snapshot
         .wait_sites
@@ -545,7 +558,6 @@ fn breakdown_shares_add_up() {
     if !is_root() {
         return;
     }
-    let _serial = contention_guard();
     let snapshot = snapshot_of_loops("shares", 2, false, Duration::from_millis(1000));
     assert!(!snapshot.breakdown.is_empty(), "no breakdown");
     for b in &snapshot.breakdown {
