@@ -12,7 +12,8 @@ use std::{
 };
 
 use mountscope_agent::executor::{
-    Executor, ExecutorConfig, ExecutorError, ExecutorStats, OverlayApi,
+    DEFAULT_IDMAP_BASE, Executor, ExecutorConfig, ExecutorError, ExecutorStats, IDMAP_RANGE,
+    OverlayApi,
 };
 use mountscope_common::snapshot::{MountApi, Strategy};
 
@@ -293,6 +294,138 @@ fn inspection_doubles_syscalls() {
     assert_eq!(expected, 8);
     assert_eq!(stats.failures_total, 0, "{:?}", stats.last_error);
     assert_eq!(stats.mount_syscalls_total, stats.builds_total * 8);
+}
+
+/// Returns the ids of this process's builder threads (`overlay-builder-N`, which the kernel
+/// cuts to the 15 bytes of `overlay-builder`).
+fn builder_thread_ids() -> Vec<u32> {
+    let mut ids = Vec::new();
+    for task in fs::read_dir("/proc/self/task").expect("failed to list /proc/self/task") {
+        let task = task.expect("failed to read a task entry");
+        let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == "overlay-builder"
+            && let Some(id) = task.file_name().to_str().and_then(|n| n.parse().ok())
+        {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// Returns the mount point of the first overlay in thread `tid`'s mount namespace.
+fn thread_overlay_mount_point(tid: u32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/self/task/{tid}/mountinfo")).ok()?;
+    text.lines().find_map(|line| {
+        let (fields, filesystem) = line.split_once(" - ")?;
+        if !filesystem.starts_with("overlay ") {
+            return None;
+        }
+        fields.split(' ').nth(4).map(PathBuf::from)
+    })
+}
+
+/// Stats `relative` in the merged view of the overlay that thread `tid` has mounted, through
+/// the thread's root directory, which resolves paths in the thread's own mount namespace.
+fn merged_owner(tid: u32, relative: &str) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let merged = thread_overlay_mount_point(tid)?;
+    let path = PathBuf::from(format!("/proc/self/task/{tid}/root"))
+        .join(merged.strip_prefix("/").ok()?)
+        .join(relative);
+    let metadata = fs::metadata(&path).ok()?;
+    Some((merged, metadata.uid()))
+}
+
+#[test]
+fn per_container_userns_records_creation() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("userns-stats");
+    let mounts_before = mountinfo_lines();
+    let mut config = config(&store, Strategy::PerLayer, true, MountApi::Legacy);
+    config.per_container_userns = true;
+    config.inspection = true;
+
+    let executor = Executor::start(config).expect("executor starts");
+    let expected = executor
+        .control()
+        .expected_syscalls_per_build()
+        .expect("count resolves");
+    wait_for_builds(&executor, TARGET_BUILDS);
+    executor.stop();
+    let stats = executor.stats();
+    let userns_latencies = executor.control().take_userns_latencies();
+
+    assert_eq!(stats.failures_total, 0, "{:?}", stats.last_error);
+    assert!(
+        stats.builds_total >= TARGET_BUILDS,
+        "{} builds",
+        stats.builds_total
+    );
+    // A builder stopped between creating its namespace and finishing the start still counts
+    // the namespace, so there can be more namespaces than starts but never fewer.
+    assert!(
+        stats.userns_created >= stats.builds_total,
+        "{} namespaces for {} starts",
+        stats.userns_created,
+        stats.builds_total
+    );
+    assert_eq!(userns_latencies.len() as u64, stats.userns_created);
+    assert!(stats.userns_create_total > Duration::ZERO);
+    assert_eq!(stats.mount_syscalls_total, stats.builds_total * expected);
+    assert_eq!(mountinfo_lines(), mounts_before, "host mount table changed");
+}
+
+#[test]
+fn per_container_userns_distinct_host_ids() {
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("userns-distinct");
+    let mounts_before = mountinfo_lines();
+    let mut config = config(&store, Strategy::PerLayer, true, MountApi::Legacy);
+    config.per_container_userns = true;
+    config.settings.layers = 4;
+    // Long enough that both containers stay mounted while the test looks at them.
+    config.lifetime = Duration::from_secs(5);
+
+    let executor = Executor::start(config).expect("executor starts");
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    // `data/1/file-1` is owned by uid 0 in the bottom layer (layer 1) and overridden by no
+    // layer.
+    let owners = loop {
+        let owners: Vec<(PathBuf, u32)> = builder_thread_ids()
+            .into_iter()
+            .filter_map(|tid| merged_owner(tid, "data/1/file-1"))
+            // Tests run in parallel in this process, so keep only this store's builders.
+            .filter(|(merged, _)| merged.starts_with(&store.0))
+            .collect();
+        if owners.len() == 2 || Instant::now() > deadline {
+            break owners;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    executor.stop();
+    let stats = executor.stats();
+
+    assert_eq!(owners.len(), 2, "both builders' merged views: {owners:?}");
+    assert_ne!(owners[0].0, owners[1].0, "merged mount points");
+    assert_ne!(
+        owners[0].1, owners[1].1,
+        "host uids of the same file: {owners:?}"
+    );
+    for (merged, uid) in &owners {
+        let offset = uid.checked_sub(DEFAULT_IDMAP_BASE);
+        assert!(
+            offset.is_some_and(|o| o % IDMAP_RANGE == 0),
+            "uid {uid} at {} is not the start of a container range",
+            merged.display()
+        );
+    }
+    assert_eq!(stats.failures_total, 0, "{:?}", stats.last_error);
+    assert_eq!(mountinfo_lines(), mounts_before, "host mount table changed");
 }
 
 #[test]

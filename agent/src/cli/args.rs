@@ -114,6 +114,11 @@ pub struct ExecutorArgs {
     /// Make each layer an idmapped mount instead of a plain bind mount.
     #[arg(long)]
     pub idmap: bool,
+    /// With --idmap, give each container start its own user namespace and host id range
+    /// (65536 ids), as runtimes do for user-namespaced containers, instead of one shared
+    /// namespace.
+    #[arg(long, requires = "idmap")]
+    pub per_container_userns: bool,
     /// How the overlay is mounted: legacy mount(2), fsopen/fsconfig, or auto by option length.
     #[arg(long, value_enum, default_value_t = MountApiArg::Auto)]
     pub mount_api: MountApiArg,
@@ -155,6 +160,39 @@ impl ExecutorArgs {
             inspection: self.inspection,
             rate_limit_per_s: self.rate,
             image: self.image.clone(),
+            per_container_userns: self.per_container_userns,
+        }
+    }
+}
+
+/// A named set of executor options for a known scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// A node starting many containers at once: 100 builders, 50 layers, idmapped layers with
+    /// a user namespace and host id range per container, and an inspection pass per start.
+    Storm,
+}
+
+/// Executor options that a preset sets; with `--preset`, clap rejects these flags.
+pub const PRESET_FLAGS: [&str; 5] = [
+    "builders",
+    "layers",
+    "idmap",
+    "per_container_userns",
+    "inspection",
+];
+
+impl Preset {
+    /// Sets the executor options of this preset in `config`, keeping the others.
+    pub fn apply(self, config: &mut ExecutorConfig) {
+        match self {
+            Preset::Storm => {
+                config.settings.builders = 100;
+                config.settings.layers = 50;
+                config.settings.idmap = true;
+                config.per_container_userns = true;
+                config.inspection = true;
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `mountscope bench`: runs the overlay executor with the probes attached, one strategy after
 //! the other, and prints their figures side by side with B/A ratios measured in the same run.
+//! `--preset storm` runs a node starting 100 containers at once.
 
 use std::time::Duration;
 
@@ -7,7 +8,10 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use mountscope_agent::{
     collect::{Collector, hist, totals::Totals},
-    executor::{Executor, ExecutorConfig},
+    executor::{
+        Executor, ExecutorConfig, ExecutorStats, mount_operations_per_container_start,
+        resource_hint,
+    },
     monitor::percentile_ns,
     probes::Probes,
 };
@@ -18,7 +22,7 @@ use mountscope_common::{
 use serde::Serialize;
 
 use super::{
-    args::{ExecutorArgs, FilterArgs},
+    args::{ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset},
     record::seconds,
 };
 
@@ -29,8 +33,25 @@ pub enum BenchStrategy {
     Both,
 }
 
+/// Seconds measured per strategy with `--preset storm`. With 100 builders and user namespace
+/// creation, stopping the executor waits for up to 100 starts in flight, so warm-up, measure
+/// and stop stay well under two minutes per strategy on a 2-vCPU machine.
+const STORM_DURATION_S: f64 = 30.0;
+/// Seconds of warm-up per strategy with `--preset storm`.
+const STORM_WARMUP_S: f64 = 5.0;
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Run a named scenario with both strategies. `storm` sets 100 builders, 50 idmapped
+    /// layers with a user namespace per container and an inspection pass per start. It
+    /// measures 30 s after 5 s of warm-up per strategy.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with_all = PRESET_FLAGS,
+        conflicts_with_all = ["which", "duration", "warmup"]
+    )]
+    preset: Option<Preset>,
     /// Strategies to run; `both` runs A then B.
     #[arg(long = "strategies", value_enum, default_value_t = BenchStrategy::Both)]
     which: BenchStrategy,
@@ -59,17 +80,31 @@ pub struct StrategyResult {
     pub builds_per_s: f64,
     pub build_p50_ns: u64,
     pub build_p99_ns: u64,
+    /// Sum of the start latencies of all measured starts.
+    pub start_latency_total_ns: u64,
+    /// Mount operations one start makes as a runtime's design counts them (overlay mount,
+    /// layer mounts, layer unmounts), to compare with the syscalls the probes counted.
+    pub mount_operations_per_start: u64,
     /// Mount-family syscalls per build, counted by the probes.
     pub syscalls_per_build: f64,
     /// What the executor's formula says one build makes.
     pub expected_syscalls_per_build: u64,
     pub syscalls: Vec<(MountSyscall, u64)>,
     pub waits_per_build: f64,
+    pub waits_total: u64,
     pub wait_p50_ns: u64,
     pub wait_p99_ns: u64,
     /// Write-hold time of namespace_sem per build.
     pub hold_ns_per_build: f64,
+    /// Write-hold time of namespace_sem over the measured period.
+    pub hold_ns_total: f64,
     pub hold_is_estimate: bool,
+    /// Per-container user namespaces created in the measured period and their creation times.
+    pub userns_created: u64,
+    pub userns_create_total_ns: u64,
+    pub userns_create_p99_ns: u64,
+    /// The latest failure, with the exhausted resource and its fix when one caused it.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +114,11 @@ struct Report {
     layers: u32,
     builders: u32,
     idmap: bool,
+    per_container_userns: bool,
+    inspection: bool,
+    preset: Option<String>,
+    /// Whether the host's mount table has as many entries after the run as before it.
+    host_mounts_unchanged: bool,
     results: Vec<StrategyResult>,
     /// B divided by A for each figure, when both ran.
     ratios: Option<Ratios>,
@@ -89,25 +129,37 @@ struct Ratios {
     builds_per_s: f64,
     build_p50: f64,
     build_p99: f64,
+    mount_operations_per_start: f64,
     syscalls_per_build: f64,
     waits_per_build: f64,
     hold_per_build: f64,
+    userns_create_p99: f64,
 }
 
 fn ratio(b: f64, a: f64) -> f64 {
     if a > 0.0 { b / a } else { f64::NAN }
 }
 
+fn host_mount_count() -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("failed to read /proc/self/mountinfo")?;
+    Ok(text.lines().count())
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let duration = seconds(args.duration, "--duration")?;
-    let warmup = Duration::try_from_secs_f64(args.warmup).with_context(|| {
-        format!(
-            "invalid --warmup `{}`: give seconds, 0 or more",
-            args.warmup
-        )
-    })?;
+    let (duration_s, warmup_s, which) = match args.preset {
+        Some(Preset::Storm) => (STORM_DURATION_S, STORM_WARMUP_S, BenchStrategy::Both),
+        None => (args.duration, args.warmup, args.which),
+    };
+    let duration = seconds(duration_s, "--duration")?;
+    let warmup = Duration::try_from_secs_f64(warmup_s)
+        .with_context(|| format!("invalid --warmup `{warmup_s}`: give seconds, 0 or more"))?;
     let options = args.filters.probe_options()?;
-    let strategies = match args.which {
+    let mut base_config = args.executor.config();
+    if let Some(preset) = args.preset {
+        preset.apply(&mut base_config);
+    }
+    let strategies = match which {
         BenchStrategy::A => vec![Strategy::PerLayer],
         BenchStrategy::B => vec![Strategy::CommonParent],
         BenchStrategy::Both => vec![Strategy::PerLayer, Strategy::CommonParent],
@@ -117,13 +169,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let report = runtime.block_on(async {
+    let mounts_before = host_mount_count()?;
+    let mut report = runtime.block_on(async {
         let probes = Probes::load(&options).context("failed to load the kernel programs")?;
         let tier = probes.tier.clone();
         let mut collector = Collector::new(probes)?;
         let mut results = Vec::new();
         for strategy in strategies {
-            let mut config = args.executor.config();
+            let mut config = base_config.clone();
             config.settings.strategy = strategy;
             eprintln!(
                 "mountscope: running {} for {:.0} s (+{:.0} s warm-up)…",
@@ -139,22 +192,42 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 builds_per_s: ratio(b.builds_per_s, a.builds_per_s),
                 build_p50: ratio(b.build_p50_ns as f64, a.build_p50_ns as f64),
                 build_p99: ratio(b.build_p99_ns as f64, a.build_p99_ns as f64),
+                mount_operations_per_start: ratio(
+                    b.mount_operations_per_start as f64,
+                    a.mount_operations_per_start as f64,
+                ),
                 syscalls_per_build: ratio(b.syscalls_per_build, a.syscalls_per_build),
                 waits_per_build: ratio(b.waits_per_build, a.waits_per_build),
                 hold_per_build: ratio(b.hold_ns_per_build, a.hold_ns_per_build),
+                userns_create_p99: ratio(
+                    b.userns_create_p99_ns as f64,
+                    a.userns_create_p99_ns as f64,
+                ),
             }
         });
         anyhow::Ok(Report {
             kernel: mountscope_agent::collect::kernel_release(),
             tier: format!("{} ({})", tier.kind.label(), tier.reason),
-            layers: args.executor.layers,
-            builders: args.executor.builders,
-            idmap: args.executor.idmap,
+            layers: base_config.settings.layers,
+            builders: base_config.settings.builders,
+            idmap: base_config.settings.idmap,
+            per_container_userns: base_config.per_container_userns,
+            inspection: base_config.inspection,
+            preset: args.preset.map(|p| format!("{p:?}").to_lowercase()),
+            host_mounts_unchanged: false,
             results,
             ratios,
         })
     })?;
 
+    let mounts_after = host_mount_count()?;
+    report.host_mounts_unchanged = mounts_after == mounts_before;
+    if !report.host_mounts_unchanged {
+        eprintln!(
+            "mountscope: the host mount table had {mounts_before} entries before the run and \
+             {mounts_after} after; check /proc/self/mountinfo for mounts left under the store"
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -172,12 +245,21 @@ async fn measure(
     tier: TierKind,
 ) -> anyhow::Result<StrategyResult> {
     let strategy = config.settings.strategy;
-    let executor = Executor::start(config).context("failed to start the overlay executor")?;
+    let operations =
+        mount_operations_per_container_start(strategy, config.settings.layers, config.inspection);
+    let executor = Executor::start(config).map_err(|error| {
+        let hint = resource_hint(&error);
+        anyhow::Error::new(error).context(match hint {
+            Some(hint) => format!("failed to start the overlay executor: {hint}"),
+            None => "failed to start the overlay executor".to_string(),
+        })
+    })?;
     let control = executor.control();
     drain_for(collector, warmup).await;
 
     collector.reset()?;
     let _ = control.take_build_latencies();
+    let _ = control.take_userns_latencies();
     let before = control.stats();
     let started = std::time::Instant::now();
     drain_for(collector, duration).await;
@@ -185,16 +267,76 @@ async fn measure(
     let elapsed = started.elapsed();
     let after = control.stats();
     let mut latencies = control.take_build_latencies();
+    let mut userns_latencies = control.take_userns_latencies();
     let expected = control.expected_syscalls_per_build()?;
+    eprintln!("mountscope: stopping {} builders…", after.settings.builders);
     executor.stop();
     collector.drain(|_| true);
 
     latencies.sort_unstable();
+    userns_latencies.sort_unstable();
     let builds = after.builds_total - before.builds_total;
     let failures = after.failures_total - before.failures_total;
+    if failures > 0 {
+        eprintln!(
+            "mountscope: {failures} of {} starts with {} failed; the latest: {}",
+            builds + failures,
+            strategy.label(),
+            after.last_error.as_deref().unwrap_or("no message")
+        );
+    }
+    if builds == 0 && failures > 0 {
+        anyhow::bail!(
+            "every container start with {} failed: {}",
+            strategy.label(),
+            after.last_error.as_deref().unwrap_or("no message")
+        );
+    }
+    let counts = Counts {
+        builds,
+        failures,
+        expected_syscalls: expected,
+        mount_operations: operations,
+    };
+    let userns = UsernsFigures::new(&before, &after, &userns_latencies);
     Ok(result(
-        strategy, &totals, elapsed, builds, failures, &latencies, expected, tier,
+        strategy,
+        &totals,
+        elapsed,
+        counts,
+        &latencies,
+        userns,
+        after.last_error.filter(|_| failures > 0),
+        tier,
     ))
+}
+
+/// Counts of one measured period.
+struct Counts {
+    builds: u64,
+    failures: u64,
+    expected_syscalls: u64,
+    mount_operations: u64,
+}
+
+/// User namespace figures of one measured period.
+struct UsernsFigures {
+    created: u64,
+    total_ns: u64,
+    p99_ns: u64,
+}
+
+impl UsernsFigures {
+    fn new(before: &ExecutorStats, after: &ExecutorStats, sorted: &[Duration]) -> Self {
+        let total = after
+            .userns_create_total
+            .saturating_sub(before.userns_create_total);
+        UsernsFigures {
+            created: after.userns_created - before.userns_created,
+            total_ns: u64::try_from(total.as_nanos()).unwrap_or(u64::MAX),
+            p99_ns: percentile_ns(sorted, 0.99),
+        }
+    }
 }
 
 async fn drain_for(collector: &mut Collector, period: Duration) {
@@ -213,12 +355,13 @@ fn result(
     strategy: Strategy,
     totals: &Totals,
     elapsed: Duration,
-    builds: u64,
-    failures: u64,
+    counts: Counts,
     latencies: &[Duration],
-    expected: u64,
+    userns: UsernsFigures,
+    last_error: Option<String>,
     tier: TierKind,
 ) -> StrategyResult {
+    let builds = counts.builds;
     let per_build = |v: f64| if builds > 0 { v / builds as f64 } else { 0.0 };
     let calls: u64 = totals.syscalls.iter().map(|s| s.calls).sum();
     let waits: u64 = totals.waits.iter().map(|w| w.count).sum();
@@ -244,22 +387,33 @@ fn result(
         strategy,
         seconds: elapsed.as_secs_f64(),
         builds,
-        failures,
+        failures: counts.failures,
         builds_per_s: builds as f64 / elapsed.as_secs_f64(),
         build_p50_ns: percentile_ns(latencies, 0.50),
         build_p99_ns: percentile_ns(latencies, 0.99),
+        start_latency_total_ns: latencies
+            .iter()
+            .map(|l| u64::try_from(l.as_nanos()).unwrap_or(u64::MAX))
+            .fold(0, u64::saturating_add),
+        mount_operations_per_start: counts.mount_operations,
         syscalls_per_build: per_build(calls as f64),
-        expected_syscalls_per_build: expected,
+        expected_syscalls_per_build: counts.expected_syscalls,
         syscalls: MountSyscall::ALL
             .iter()
             .map(|&s| (s, totals.syscalls[s.index()].calls))
             .filter(|(_, n)| *n > 0)
             .collect(),
         waits_per_build: per_build(waits as f64),
+        waits_total: waits,
         wait_p50_ns: hist::quantile(&wait_hist, 0.50),
         wait_p99_ns: hist::quantile(&wait_hist, 0.99),
         hold_ns_per_build: per_build(hold_ns),
+        hold_ns_total: hold_ns,
         hold_is_estimate: tier.hold_is_estimate(),
+        userns_created: userns.created,
+        userns_create_total_ns: userns.total_ns,
+        userns_create_p99_ns: userns.p99_ns,
+        last_error,
     }
 }
 
@@ -272,14 +426,26 @@ type Row<'a> = (&'a str, Box<dyn Fn(&StrategyResult) -> String>, Option<f64>);
 
 fn render(report: &Report) -> String {
     let mut out = format!(
-        "kernel {}, tier {}\nlayers {}, builders {}, idmap {}\n\n",
-        report.kernel, report.tier, report.layers, report.builders, report.idmap
+        "kernel {}, tier {}\nlayers {}, builders {}, idmap {}, user namespace per container {}, \
+         inspection {}{}\n\n",
+        report.kernel,
+        report.tier,
+        report.layers,
+        report.builders,
+        report.idmap,
+        report.per_container_userns,
+        report.inspection,
+        report
+            .preset
+            .as_ref()
+            .map(|p| format!(", preset {p}"))
+            .unwrap_or_default(),
     );
     let estimate = report.results.iter().any(|r| r.hold_is_estimate);
-    let hold_label = if estimate {
-        "hold per build (estimate)"
+    let (hold_label, hold_total_label) = if estimate {
+        ("hold per build (estimate)", "hold total (estimate)")
     } else {
-        "hold per build"
+        ("hold per build", "hold total")
     };
     let rows: Vec<Row> = vec![
         (
@@ -298,6 +464,16 @@ fn render(report: &Report) -> String {
             report.ratios.as_ref().map(|x| x.build_p99),
         ),
         (
+            "start latency total",
+            Box::new(|r| format!("{:.2} s", r.start_latency_total_ns as f64 / 1e9)),
+            None,
+        ),
+        (
+            "mount operations/start",
+            Box::new(|r| r.mount_operations_per_start.to_string()),
+            report.ratios.as_ref().map(|x| x.mount_operations_per_start),
+        ),
+        (
             "mount syscalls/build",
             Box::new(|r| {
                 format!(
@@ -312,12 +488,33 @@ fn render(report: &Report) -> String {
             Box::new(|r| format!("{:.2}", r.waits_per_build)),
             report.ratios.as_ref().map(|x| x.waits_per_build),
         ),
+        (
+            "namespace_sem waits total",
+            Box::new(|r| r.waits_total.to_string()),
+            None,
+        ),
         ("wait p50", Box::new(|r| us(r.wait_p50_ns as f64)), None),
         ("wait p99", Box::new(|r| us(r.wait_p99_ns as f64)), None),
         (
             hold_label,
             Box::new(|r| us(r.hold_ns_per_build)),
             report.ratios.as_ref().map(|x| x.hold_per_build),
+        ),
+        (hold_total_label, Box::new(|r| us(r.hold_ns_total)), None),
+        (
+            "user namespaces created",
+            Box::new(|r| r.userns_created.to_string()),
+            None,
+        ),
+        (
+            "userns create total",
+            Box::new(|r| format!("{:.2} s", r.userns_create_total_ns as f64 / 1e9)),
+            None,
+        ),
+        (
+            "userns create p99",
+            Box::new(|r| us(r.userns_create_p99_ns as f64)),
+            report.ratios.as_ref().map(|x| x.userns_create_p99),
         ),
         ("failed builds", Box::new(|r| r.failures.to_string()), None),
     ];
@@ -338,6 +535,9 @@ fn render(report: &Report) -> String {
             out.push_str(&format!("{x:.2}"));
         }
         out.push('\n');
+    }
+    if !report.host_mounts_unchanged {
+        out.push_str("\nhost mount table changed during the run\n");
     }
     out
 }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
-    args::{ExecutorArgs, FilterArgs},
+    args::{ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset},
     logging,
     record::seconds,
     session::{Control, Session},
@@ -56,6 +56,16 @@ pub struct WatchArgs {
         conflicts_with_all = ["no_exec", "export", "pid", "cgroup", "mntns"]
     )]
     connect: Option<PathBuf>,
+    /// Start the executor with a named set of options. `storm` sets 100 builders, 50 idmapped
+    /// layers with a user namespace per container, and an inspection pass per start.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with_all = PRESET_FLAGS,
+        conflicts_with = "no_exec",
+        conflicts_with = "connect"
+    )]
+    preset: Option<Preset>,
     #[command(flatten)]
     filters: FilterArgs,
     #[command(flatten)]
@@ -102,7 +112,13 @@ pub fn run(args: WatchArgs, log_level: &str) -> anyhow::Result<()> {
         .build()
         .context("failed to start the async runtime")?;
     eprintln!("mountscope: loading the kernel programs and finding namespace_sem…");
-    let executor = (!args.no_exec).then(|| args.executor.config());
+    let executor = (!args.no_exec).then(|| {
+        let mut config = args.executor.config();
+        if let Some(preset) = args.preset {
+            preset.apply(&mut config);
+        }
+        config
+    });
     let mut session = runtime.block_on(async { Session::start(&options, executor) })?;
     let control = session.executor_control();
 

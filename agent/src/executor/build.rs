@@ -60,6 +60,24 @@ pub fn syscalls_per_container_start(
     if inspection { 2 * per_build } else { per_build }
 }
 
+/// Counts the mount operations of one container start as a runtime's design counts them. They
+/// are the overlay mount, one bind or idmapped mount per temporary mount (N for A, 1 for B)
+/// and one unmount of each, doubled when `inspection` is set. The overlay's own unmount is left out,
+/// and an idmapped mount is one operation here but three syscalls, so this is not the syscall
+/// count of [`syscalls_per_container_start`].
+pub fn mount_operations_per_container_start(
+    strategy: Strategy,
+    layers: u32,
+    inspection: bool,
+) -> u64 {
+    let temporary_mounts = match strategy {
+        Strategy::PerLayer => u64::from(layers),
+        Strategy::CommonParent => 1,
+    };
+    let per_build = 1 + 2 * temporary_mounts;
+    if inspection { 2 * per_build } else { per_build }
+}
+
 /// Directory of one container: `lower/` contains the temporary mount points, and
 /// `upper/`, `work/` and `merged/` belong to the overlay. A builder reuses the same directory
 /// for every start, so its subdirectories are created once.
@@ -364,6 +382,24 @@ mod tests {
         let count =
             syscalls_per_container_start(Strategy::PerLayer, 20, false, OverlayApi::Legacy, true);
         assert_eq!(count, 84);
+    }
+
+    #[test]
+    fn operations_per_layer_inspection() {
+        let count = mount_operations_per_container_start(Strategy::PerLayer, 50, true);
+        assert_eq!(count, 2 * (1 + 50 + 50));
+    }
+
+    #[test]
+    fn operations_common_parent_inspection() {
+        let count = mount_operations_per_container_start(Strategy::CommonParent, 50, true);
+        assert_eq!(count, 2 * (1 + 1 + 1));
+    }
+
+    #[test]
+    fn operations_without_inspection() {
+        let count = mount_operations_per_container_start(Strategy::PerLayer, 20, false);
+        assert_eq!(count, 41);
     }
 
     #[test]

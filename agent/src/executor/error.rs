@@ -73,6 +73,14 @@ pub enum ExecutorError {
         source: io::Error,
     },
 
+    #[error("{limit} is {value}, below the {needed} that the executor needs: {fix}")]
+    ResourceLimit {
+        limit: &'static str,
+        value: u64,
+        needed: u64,
+        fix: String,
+    },
+
     #[error("failed to start builder thread {index}")]
     Spawn {
         index: u32,

@@ -21,9 +21,9 @@
 //! mount table, even when the process is killed. The lock they contend for is the one global
 //! `namespace_sem` all the same. Each builder then mounts a tmpfs for its container
 //! directories (upper, work, merged and the temporary mount points), creates them once and
-//! reuses them for every start. One container start is: an optional inspection pass (build,
-//! check, teardown), then build, merged-view check, hold for the configured lifetime, and
-//! teardown. Settings changed through [`ExecutorControl`] apply at each builder's next start.
+//! reuses them for every start. One container start is: the creation of its own user namespace
+//! when idmapped layers use per-container id ranges, an optional inspection pass (build, check,
+//! teardown), then build, merged-view check, hold for the configured lifetime, and teardown. Settings changed through [`ExecutorControl`] apply at each builder's next start.
 //!
 //! [`expected_syscalls_per_build`] gives the exact count of mount-family syscalls of one start
 //! (see [`build::syscalls_per_container_start`] for the terms). Besides those, each builder
@@ -34,6 +34,7 @@
 mod build;
 mod error;
 mod layers;
+mod limits;
 mod oci;
 mod overlay;
 mod scratch;
@@ -58,11 +59,14 @@ use std::{
 
 use mountscope_common::snapshot::{ExecutorSettings, MountApi, Strategy};
 
-pub use build::syscalls_per_container_start;
+pub use build::{mount_operations_per_container_start, syscalls_per_container_start};
 pub use error::{ExecutorError, error_chain};
 pub use layers::Layer;
+pub use limits::resource_hint;
 pub use overlay::{FSCONFIG_STRING_MAX, LEGACY_OPTIONS_MAX, OverlayApi};
-pub use userns::{DEFAULT_IDMAP_BASE, IDMAP_RANGE, create_idmap_userns};
+pub use userns::{
+    CONTAINER_RANGES, DEFAULT_IDMAP_BASE, IDMAP_RANGE, container_idmap_base, create_idmap_userns,
+};
 
 use build::ContainerDir;
 use store::Store;
@@ -94,11 +98,17 @@ pub struct ExecutorConfig {
     pub rate_limit_per_s: Option<f64>,
     /// An OCI image layout directory whose layers replace the synthetic ones.
     pub image: Option<PathBuf>,
+    /// Whether each container start creates its own user namespace for its idmapped layers,
+    /// mapping the range at [`container_idmap_base`], instead of every start sharing one
+    /// namespace at [`DEFAULT_IDMAP_BASE`]. Only applies while idmap is on. The creation is
+    /// part of the start latency and is also counted on its own in [`ExecutorStats`].
+    pub per_container_userns: bool,
 }
 
 impl ExecutorConfig {
     /// Returns a configuration of 20 synthetic layers of 16 files, strategy A, 4 builders, plain bind
-    /// mounts, the `auto` mount API, no hold, no inspection and no rate limit.
+    /// mounts, the `auto` mount API, no hold, no inspection, no rate limit and one shared user
+    /// namespace for idmapped mounts.
     pub fn new(store_root: impl Into<PathBuf>) -> ExecutorConfig {
         ExecutorConfig {
             store_root: store_root.into(),
@@ -115,6 +125,7 @@ impl ExecutorConfig {
             inspection: false,
             rate_limit_per_s: None,
             image: None,
+            per_container_userns: false,
         }
     }
 }
@@ -140,6 +151,10 @@ pub struct ExecutorStats {
     pub last_error: Option<String>,
     /// Build latencies not kept because [`MAX_PENDING_LATENCIES`] were waiting to be taken.
     pub latencies_dropped: u64,
+    /// Per-container user namespaces created, failed attempts excluded.
+    pub userns_created: u64,
+    /// Time spent creating per-container user namespaces, summed over all builders.
+    pub userns_create_total: Duration,
 }
 
 /// Mount-family syscalls one container start makes with `settings`, the overlay mounted with
@@ -168,6 +183,9 @@ struct Counters {
     last_error: Option<String>,
     latencies: Vec<Duration>,
     latencies_dropped: u64,
+    userns_created: u64,
+    userns_create_total: Duration,
+    userns_latencies: Vec<Duration>,
 }
 
 /// State shared by the builders, the executor and its control handles.
@@ -179,6 +197,7 @@ struct Shared {
     inspection: bool,
     rate_interval: Option<Duration>,
     idmap_base: u32,
+    per_container_userns: bool,
     settings: Mutex<ExecutorSettings>,
     /// Signalled, with `settings` locked, on every settings change and on stop.
     wake: Condvar,
@@ -256,6 +275,15 @@ impl Shared {
         Ok(fd)
     }
 
+    fn record_userns_created(&self, latency: Duration) {
+        let mut counters = lock(&self.counters);
+        counters.userns_created += 1;
+        counters.userns_create_total += latency;
+        if counters.userns_latencies.len() < MAX_PENDING_LATENCIES {
+            counters.userns_latencies.push(latency);
+        }
+    }
+
     fn record_build(&self, strategy: Strategy, latency: Duration, syscalls: u64) {
         let mut counters = lock(&self.counters);
         counters.builds_total += 1;
@@ -272,7 +300,10 @@ impl Shared {
     }
 
     fn record_failure(&self, error: &ExecutorError, syscalls: u64) {
-        let message = error_chain(error);
+        let mut message = error_chain(error);
+        if let Some(hint) = resource_hint(error) {
+            message = format!("{message} ({hint})");
+        }
         let mut counters = lock(&self.counters);
         counters.failures_total += 1;
         counters.mount_syscalls_total += syscalls;
@@ -353,9 +384,10 @@ impl ExecutorControl {
         self.shared.update_settings(|s| s.paused = paused);
     }
 
-    /// Switches idmapped layer mounts on or off, creating the user namespace first if needed.
+    /// Switches idmapped layer mounts on or off, creating the shared user namespace first if
+    /// needed.
     pub fn set_idmap(&self, idmap: bool) -> Result<(), ExecutorError> {
-        if idmap {
+        if idmap && !self.shared.per_container_userns {
             self.shared.userns()?;
         }
         self.shared.update_settings(|s| s.idmap = idmap);
@@ -365,6 +397,7 @@ impl ExecutorControl {
     /// Sets the number of builder threads, starting new ones if needed. Surplus threads wait.
     pub fn set_builders(&self, builders: u32) -> Result<(), ExecutorError> {
         validate_builders(builders)?;
+        limits::check(builders, self.shared.per_container_userns)?;
         self.shared.spawn_builders(builders)?;
         self.shared.update_settings(|s| s.builders = builders);
         Ok(())
@@ -383,7 +416,7 @@ impl ExecutorControl {
         validate_layers(settings.layers)?;
         validate_builders(settings.builders)?;
         self.shared.store.ensure_layers(settings.layers)?;
-        if settings.idmap {
+        if settings.idmap && !self.shared.per_container_userns {
             self.shared.userns()?;
         }
         self.shared.spawn_builders(settings.builders)?;
@@ -431,6 +464,8 @@ impl ExecutorControl {
             mount_syscalls_total: counters.mount_syscalls_total,
             last_error: counters.last_error.clone(),
             latencies_dropped: counters.latencies_dropped,
+            userns_created: counters.userns_created,
+            userns_create_total: counters.userns_create_total,
         }
     }
 
@@ -438,6 +473,12 @@ impl ExecutorControl {
     /// start of a container until its checked root filesystem was ready (inspection included).
     pub fn take_build_latencies(&self) -> Vec<Duration> {
         std::mem::take(&mut lock(&self.shared.counters).latencies)
+    }
+
+    /// Removes and returns the creation times of per-container user namespaces recorded since
+    /// the last call. At most [`MAX_PENDING_LATENCIES`] are kept between calls.
+    pub fn take_userns_latencies(&self) -> Vec<Duration> {
+        std::mem::take(&mut lock(&self.shared.counters).userns_latencies)
     }
 }
 
@@ -457,6 +498,7 @@ impl Executor {
         }
         let mut settings = config.settings.clone();
         validate_builders(settings.builders)?;
+        limits::check(settings.builders, config.per_container_userns)?;
         if config.image.is_none() {
             validate_layers(settings.layers)?;
         }
@@ -488,6 +530,7 @@ impl Executor {
             inspection: config.inspection,
             rate_interval,
             idmap_base: DEFAULT_IDMAP_BASE,
+            per_container_userns: config.per_container_userns,
             settings: Mutex::new(settings.clone()),
             wake: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -501,7 +544,7 @@ impl Executor {
                 shared: Arc::clone(&shared),
             },
         };
-        if settings.idmap {
+        if settings.idmap && !config.per_container_userns {
             shared.userns()?;
         }
         shared.spawn_builders(settings.builders)?;
@@ -510,6 +553,7 @@ impl Executor {
             strategy = settings.strategy.label(),
             layers = settings.layers,
             builders = settings.builders,
+            per_container_userns = config.per_container_userns,
             "overlay executor started"
         );
         Ok(executor)

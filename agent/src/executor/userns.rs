@@ -1,14 +1,14 @@
-//! The user namespace behind idmapped mounts: a short-lived child process enters a new user
-//! namespace, the parent writes its id maps and keeps a descriptor of the namespace, then kills
-//! and reaps the child.
+//! The user namespace behind idmapped mounts: a short-lived child process is cloned into a new
+//! user namespace, the parent writes its id maps and keeps a descriptor of the namespace, then
+//! kills and reaps the child.
 
 use std::{
     fs,
-    io::{self, Read as _, Write as _},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    io::{self, Write as _},
+    os::fd::OwnedFd,
 };
 
-use super::ExecutorError;
+use super::{ExecutorError, MAX_BUILDERS};
 
 /// Default first host uid and gid that uid and gid 0 map to.
 pub const DEFAULT_IDMAP_BASE: u32 = 100_000;
@@ -18,67 +18,71 @@ pub const IDMAP_RANGE: u32 = 65_536;
 /// defaults to it).
 pub const OVERFLOW_UID: u32 = 65_534;
 
+/// Number of distinct id ranges that per-container user namespaces cycle through. It is a
+/// multiple of `MAX_BUILDERS`, so containers started at the same time by different builders
+/// never share a range, and the highest id, `DEFAULT_IDMAP_BASE + IDMAP_RANGE *
+/// CONTAINER_RANGES - 1`, stays far below `u32::MAX`.
+pub const CONTAINER_RANGES: u32 = 4 * MAX_BUILDERS;
+
+/// Returns the first host id of the range of the container that builder `builder` starts in
+/// its round `round`: `DEFAULT_IDMAP_BASE + IDMAP_RANGE * slot`, where the slot is the builder
+/// index plus `MAX_BUILDERS` times the round modulo 4. A builder thus moves through four ranges
+/// of its own, and two builders never use the same range.
+pub fn container_idmap_base(builder: u32, round: u64) -> u32 {
+    let round_slot = (round % u64::from(CONTAINER_RANGES / MAX_BUILDERS)) as u32;
+    let slot = (builder % MAX_BUILDERS) + MAX_BUILDERS * round_slot;
+    DEFAULT_IDMAP_BASE + IDMAP_RANGE * slot
+}
+
 /// Creates a user namespace mapping ids `0..IDMAP_RANGE` to `base_id..base_id + IDMAP_RANGE`
 /// and returns a descriptor of it, usable as `userns_fd` in `mount_setattr(MOUNT_ATTR_IDMAP)`.
 pub fn create_idmap_userns(base_id: u32) -> Result<OwnedFd, ExecutorError> {
     create(base_id).map_err(|source| ExecutorError::UserNamespace { base_id, source })
 }
 
-fn pipe() -> io::Result<(fs::File, fs::File)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
+/// Stack of the cloned child, which only loops in `pause`.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+extern "C" fn pause_forever(_: *mut libc::c_void) -> libc::c_int {
+    loop {
+        // SAFETY: pause takes no arguments and touches no memory.
+        unsafe { libc::pause() };
     }
-    // SAFETY: pipe2 succeeded, so both descriptors are new and owned by no one else.
-    let (read, write) = unsafe { (fs::File::from_raw_fd(fds[0]), fs::File::from_raw_fd(fds[1])) };
-    Ok((read, write))
 }
 
 fn create(base_id: u32) -> io::Result<OwnedFd> {
-    let (mut ready_read, ready_write) = pipe()?;
-
-    // SAFETY: the child only calls async-signal-safe functions (unshare, write, pause, _exit),
-    // as required after fork in a multithreaded process.
-    let pid = unsafe { libc::fork() };
+    // CLONE_VM and CLONE_FILES share the address space and the descriptor table with the
+    // child instead of copying them. Copying the address space of a process with a hundred
+    // threads took up to seconds under load. A copied descriptor table would hold
+    // references to every descriptor the other builders have open at that moment (detached
+    // `open_tree` clones, fsconfig mounts, directories of merged views) until the child is
+    // reaped, and their unmounts would fail with EBUSY meanwhile.
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD;
+    let mut stack = vec![0u8; CHILD_STACK_BYTES];
+    // SAFETY: the child runs `pause_forever` on its own stack, which stays allocated until the
+    // child is reaped below. The stack grows down on x86_64 and aarch64, so the child starts
+    // at the end of the buffer, aligned down to 16 bytes.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(CHILD_STACK_BYTES);
+        let top = top.sub(top as usize % 16);
+        libc::clone(pause_forever, top.cast(), flags, std::ptr::null_mut())
+    };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
-    if pid == 0 {
-        // SAFETY: see above; the child never returns from this block.
-        unsafe {
-            let status: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                1
-            } else {
-                0
-            };
-            libc::write(ready_write.as_raw_fd(), (&status as *const u8).cast(), 1);
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    drop(ready_write);
 
-    let result = map_and_open(pid, base_id, &mut ready_read);
+    let result = map_and_open(pid, base_id);
 
     // SAFETY: `pid` is our own child, not yet reaped, so the id cannot have been reused.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
+    drop(stack);
     result
 }
 
-fn map_and_open(pid: libc::pid_t, base_id: u32, ready: &mut fs::File) -> io::Result<OwnedFd> {
-    let mut status = [0u8; 1];
-    ready.read_exact(&mut status)?;
-    if status[0] != 1 {
-        return Err(io::Error::other(
-            "the child failed to unshare its user namespace",
-        ));
-    }
-
+fn map_and_open(pid: libc::pid_t, base_id: u32) -> io::Result<OwnedFd> {
     let map = format!("0 {base_id} {IDMAP_RANGE}\n");
     for file in ["uid_map", "gid_map"] {
         let path = format!("/proc/{pid}/{file}");
@@ -90,4 +94,42 @@ fn map_and_open(pid: libc::pid_t, base_id: u32, ready: &mut fs::File) -> io::Res
 
     let namespace = fs::File::open(format!("/proc/{pid}/ns/user"))?;
     Ok(OwnedFd::from(namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_base_first_builder() {
+        assert_eq!(container_idmap_base(0, 0), DEFAULT_IDMAP_BASE);
+    }
+
+    #[test]
+    fn container_base_distinct_per_builder() {
+        for round in 0..8 {
+            let bases: std::collections::HashSet<u32> = (0..MAX_BUILDERS)
+                .map(|builder| container_idmap_base(builder, round))
+                .collect();
+            assert_eq!(bases.len(), MAX_BUILDERS as usize, "round {round}");
+        }
+    }
+
+    #[test]
+    fn container_base_changes_with_round() {
+        assert_ne!(container_idmap_base(3, 0), container_idmap_base(3, 1));
+        assert_eq!(container_idmap_base(3, 0), container_idmap_base(3, 4));
+    }
+
+    #[test]
+    fn container_base_highest_range_fits() {
+        let base = container_idmap_base(MAX_BUILDERS - 1, 3);
+        let last = u64::from(base) + u64::from(IDMAP_RANGE) - 1;
+        assert_eq!(
+            last,
+            u64::from(DEFAULT_IDMAP_BASE) + u64::from(IDMAP_RANGE) * u64::from(CONTAINER_RANGES)
+                - 1
+        );
+        assert!(last < u64::from(u32::MAX));
+    }
 }

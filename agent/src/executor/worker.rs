@@ -2,7 +2,7 @@
 //! starts in a loop while the settings allow it, each recorded in the shared statistics.
 
 use std::{
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -14,6 +14,7 @@ use super::{
     build::{self, BuildSpec, ContainerDir},
     scratch::{ContainerKind, Scratch},
     syscalls,
+    userns::{container_idmap_base, create_idmap_userns},
 };
 
 /// Pause after a failed container start, so a persistent failure does not spin a core.
@@ -49,7 +50,14 @@ pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
         round += 1;
 
         let syscalls_before = syscalls::thread_syscall_count();
-        let result = start_one(&shared, &settings, round, &mut dir, inspection_dir.as_mut());
+        let result = start_one(
+            &shared,
+            &settings,
+            index,
+            round,
+            &mut dir,
+            inspection_dir.as_mut(),
+        );
         let syscalls_made = syscalls::thread_syscall_count() - syscalls_before;
 
         match result {
@@ -64,18 +72,59 @@ pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
     tracing::debug!(builder = index, "builder stopped");
 }
 
+/// The user namespace of one container start's idmapped layers and the host id that id 0
+/// maps to.
+enum StartUserns {
+    Shared(Arc<OwnedFd>, u32),
+    Own(OwnedFd, u32),
+}
+
+impl StartUserns {
+    fn idmap(&self) -> (BorrowedFd<'_>, u32) {
+        match self {
+            StartUserns::Shared(fd, base) => (fd.as_fd(), *base),
+            StartUserns::Own(fd, base) => (fd.as_fd(), *base),
+        }
+    }
+}
+
+/// Returns the user namespace for a start with idmap on: the executor's shared one, or a new
+/// one for this container whose creation time is recorded and returned.
+fn start_userns(
+    shared: &Shared,
+    index: u32,
+    round: u64,
+) -> Result<(StartUserns, Duration), ExecutorError> {
+    if !shared.per_container_userns {
+        return Ok((
+            StartUserns::Shared(shared.userns()?, shared.idmap_base),
+            Duration::ZERO,
+        ));
+    }
+    let base = container_idmap_base(index, round);
+    let started = Instant::now();
+    let fd = create_idmap_userns(base)?;
+    let elapsed = started.elapsed();
+    shared.record_userns_created(elapsed);
+    Ok((StartUserns::Own(fd, base), elapsed))
+}
+
+/// Makes one container start and returns its latency, from the start of user namespace
+/// creation (when the start has its own) until the checked root filesystem is ready.
 fn start_one(
     shared: &Shared,
     settings: &ExecutorSettings,
+    index: u32,
     round: u64,
     dir: &mut ContainerDir,
     inspection_dir: Option<&mut ContainerDir>,
 ) -> Result<Duration, ExecutorError> {
     let stack = shared.store.stack(settings.layers)?;
-    let userns = if settings.idmap {
-        Some(shared.userns()?)
+    let (userns, userns_latency) = if settings.idmap {
+        let (userns, latency) = start_userns(shared, index, round)?;
+        (Some(userns), latency)
     } else {
-        None
+        (None, Duration::ZERO)
     };
 
     let spec = BuildSpec {
@@ -83,11 +132,12 @@ fn start_one(
         mount_api: settings.mount_api,
         layers: &stack.layers,
         snapshots: shared.store.snapshots(),
-        idmap: userns.as_ref().map(|fd| (fd.as_fd(), shared.idmap_base)),
+        idmap: userns.as_ref().map(StartUserns::idmap),
         check: &stack.check,
         round,
     };
-    build::start_container(&spec, inspection_dir, dir, || {
+    let build_latency = build::start_container(&spec, inspection_dir, dir, || {
         shared.sleep_until(Instant::now() + shared.lifetime);
-    })
+    })?;
+    Ok(userns_latency + build_latency)
 }
