@@ -2,6 +2,7 @@
 //! sha256 digest, and each layer unpacked once into the store as `snapshots/oci-<digest>/fs`,
 //! with OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`) turned into overlayfs ones.
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::{
     ffi::CString,
     fs,
@@ -307,12 +308,18 @@ fn unpack_entry<R: Read>(
     let uid = header.uid().unwrap_or(0) as u32;
     let gid = header.gid().unwrap_or(0) as u32;
     let entry_type = header.entry_type();
+    replace_existing(full, entry_type.is_dir())?;
 
     if entry_type.is_dir() {
         fs::create_dir_all(full).map_err(|e| ExecutorError::io("create directory", full, e))?;
     } else if entry_type.is_file() {
-        let mut file =
-            fs::File::create(full).map_err(|e| ExecutorError::io("create file", full, e))?;
+        // O_NOFOLLOW as a second guard: `replace_existing` already removed any symlink here.
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(full)
+            .map_err(|e| ExecutorError::io("create file", full, e))?;
         io::copy(entry, &mut file).map_err(|e| ExecutorError::io("write file", full, e))?;
     } else if entry_type.is_symlink() {
         let target = entry
@@ -376,6 +383,24 @@ fn unpack_entry<R: Read>(
     Ok(())
 }
 
+/// Removes what an earlier entry left at `full`, as tar does when a later entry of the same
+/// name replaces it, so that writing the new entry never follows a symlink out of the layer.
+/// A directory stays when the new entry is a directory too, so its contents are kept.
+fn replace_existing(full: &Path, new_is_dir: bool) -> Result<(), ExecutorError> {
+    let Ok(meta) = fs::symlink_metadata(full) else {
+        return Ok(());
+    };
+    let result = if meta.is_dir() {
+        if new_is_dir {
+            return Ok(());
+        }
+        fs::remove_dir_all(full)
+    } else {
+        fs::remove_file(full)
+    };
+    result.map_err(|e| ExecutorError::io("replace earlier entry", full, e))
+}
+
 fn c_path(path: &Path) -> Result<CString, ExecutorError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         let error = io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte");
@@ -399,6 +424,45 @@ fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), ExecutorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes a plain tar in which `evil` is first a symlink to `victim`, then a regular file.
+    fn symlink_then_file_tar(dir: &Path, victim: &Path) -> PathBuf {
+        let path = dir.join("layer.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&path).unwrap());
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        builder.append_link(&mut link, "evil", victim).unwrap();
+        let data = b"written by a layer";
+        let mut file = tar::Header::new_gnu();
+        file.set_entry_type(tar::EntryType::Regular);
+        file.set_size(data.len() as u64);
+        file.set_mode(0o666);
+        builder.append_data(&mut file, "evil", &data[..]).unwrap();
+        builder.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn later_file_does_not_follow_earlier_symlink() {
+        let dir =
+            std::env::temp_dir().join(format!("mountscope-oci-escape-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("root")).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, b"original").unwrap();
+        let blob = symlink_then_file_tar(&dir, &victim);
+
+        let result = unpack_layer(&blob, Compression::None, &dir.join("root"), "sha256:test");
+        let victim_text = fs::read(&victim).unwrap();
+        let unpacked = fs::read(dir.join("root/evil"));
+        let _ = fs::remove_dir_all(&dir);
+
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(victim_text, b"original");
+        assert_eq!(unpacked.unwrap(), b"written by a layer");
+    }
 
     #[test]
     fn whiteout_name_maps_to_delete() {
