@@ -192,7 +192,9 @@ impl WatchSession {
         let deadline = Instant::now() + EXIT_TIMEOUT;
         loop {
             let screen = self.capture(true);
-            if screen.contains(EXIT_MARKER) {
+            // `stty -a` runs after the marker and always prints the line speed, so waiting
+            // for "speed" keeps a capture taken between the two from being read as raw mode.
+            if screen.contains(EXIT_MARKER) && screen.contains("speed") {
                 return screen;
             }
             if Instant::now() >= deadline {

@@ -12,8 +12,12 @@ pub struct DoctorArgs {
 }
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("mountscope: doctor runs as root to load programs; most checks will fail");
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
+        anyhow::bail!(
+            "doctor must run as root to load its test programs (effective uid is {euid}); run \
+             it with sudo"
+        );
     }
     let report = doctor::run();
     if args.json {

@@ -1,6 +1,6 @@
 //! Log output: plain lines on stderr, or a file while the TUI owns the terminal.
 
-use std::{fs::OpenOptions, path::Path, sync::Mutex};
+use std::{fs::OpenOptions, io::IsTerminal as _, path::Path, sync::Mutex};
 
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
@@ -15,6 +15,7 @@ pub fn to_stderr(level: &str) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter(level)?)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     Ok(())
