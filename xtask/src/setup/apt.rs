@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{command, privilege};
 
 /// Packages the project needs, all in Debian 12 (bookworm) main. The VM test with a stock
-/// distribution kernel (not written yet) needs busybox-static for its initramfs and xz-utils,
+/// distribution kernel (`cargo xtask vm-test`) needs busybox-static for its initramfs and xz-utils,
 /// because the 6.12 cloud kernel's modules are xz-compressed.
 const REQUIRED: &[&str] = &[
     "tmux",
