@@ -156,7 +156,7 @@ fn start_bpftrace() -> anyhow::Result<Child> {
             bail!("bpftrace did not attach within 30 s");
         }
     }
-    // Keep reading so bpftrace never blocks on a full pipe.
+    // A thread reads the rest of bpftrace's output so it cannot block on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Ok(child)
 }
@@ -209,7 +209,7 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The report as a table: wall-clock and CPU time per pair, with ratios to no probes.
+/// Formats the report as a table: wall-clock and CPU time per pair, with ratios to no probes.
 fn render(report: &Report) -> String {
     let us = |ns: f64| ns / 1000.0;
     let mut out = String::from("                      wall µs  ratio     CPU µs  ratio\n");

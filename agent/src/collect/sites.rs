@@ -2,7 +2,7 @@
 //! grouped under names that kernel readers recognise.
 //!
 //! Function symbols are listed in `/proc/kallsyms` even without `CONFIG_KALLSYMS_ALL`, so
-//! stacks can always be named; data symbols such as lock addresses can not, which is why
+//! stacks can always be named. Data symbols such as lock addresses are not listed, so
 //! `namespace_sem` is recognised by its discovered address.
 
 use std::collections::{BTreeMap, HashMap};
@@ -100,7 +100,7 @@ fn is_machinery(function: &str) -> bool {
     MACHINERY_PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
-/// The name of a wait site from its kind, lock address and stack (innermost first).
+/// Returns the name of a wait site from its kind, lock address and stack (innermost first).
 pub fn site_name(kind: WaitKind, lock_addr: u64, ns_sem: Option<u64>, stack: &[String]) -> String {
     if kind == WaitKind::Lock && ns_sem.is_some_and(|a| a == lock_addr && a != 0) {
         return "namespace_sem".to_string();
@@ -111,7 +111,7 @@ pub fn site_name(kind: WaitKind, lock_addr: u64, ns_sem: Option<u64>, stack: &[S
     for (needle, name) in NAMED_SITES {
         if stack.iter().any(|f| function(f) == *needle) {
             // A contended lock on the way to the named wait, such as the mutex that queues
-            // concurrent RCU expedited grace periods, is told apart from the wait itself.
+            // concurrent RCU expedited grace periods, gets its own name, apart from the wait.
             return match kind {
                 WaitKind::Lock => format!("{name} (lock)"),
                 _ => (*name).to_string(),
@@ -322,7 +322,7 @@ impl SiteMaps {
                 let blocked = share(now[i].blocked_ns, self.base_breakdown[i].blocked_ns);
                 let preempted = share(now[i].preempted_ns, self.base_breakdown[i].preempted_ns);
                 // Waits that started before a reset can end after it, so the parts can exceed
-                // the total by a little; they are scaled down to add up to one.
+                // the total by a little. They are then scaled down to add up to one.
                 let waited = lock + blocked + preempted;
                 let scale = if waited > 1.0 { 1.0 / waited } else { 1.0 };
                 Some(SyscallBreakdown {
