@@ -42,7 +42,7 @@ fn is_ns_sem(sem: u64) -> bool {
     addr != 0 && sem == addr
 }
 
-/// The thread now holds the lock in `mode`.
+/// Starts timing a hold of the lock in `mode` by thread `tid`.
 #[inline(always)]
 fn hold_begins(tid: u32, mode: LockMode) {
     let state = ExactState {
@@ -53,7 +53,7 @@ fn hold_begins(tid: u32, mode: LockMode) {
     let _ = EXACT_STATE.insert(tid, state, 0);
 }
 
-/// The thread released the lock held in `mode`: records the hold.
+/// Records the hold of the lock in `mode` that the current thread just released.
 #[inline(always)]
 fn hold_ends(mode: LockMode) {
     let now = now_ns();

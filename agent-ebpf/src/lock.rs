@@ -21,7 +21,7 @@ use crate::{
 const LOCK_ADDR_OFFSET: usize = 8;
 const FLAGS_OFFSET: usize = 16;
 
-/// The mode of a contention from its flags, or `None` for anything but an rwsem.
+/// Returns the mode of a contention from its flags, or `None` for anything but an rwsem.
 #[inline(always)]
 fn mode_of(flags: u32) -> Option<LockMode> {
     if flags & LCB_F_WRITE != 0 {

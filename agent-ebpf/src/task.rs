@@ -8,14 +8,14 @@ use aya_ebpf::helpers::{
 
 use crate::globals;
 
-/// The current thread's (tgid, tid).
+/// Returns the current thread's (tgid, tid).
 #[inline(always)]
 pub fn current_ids() -> (u32, u32) {
     let id = bpf_get_current_pid_tgid();
     ((id >> 32) as u32, id as u32)
 }
 
-/// The current task's `task_struct` address.
+/// Returns the current task's `task_struct` address.
 #[inline(always)]
 pub fn current_task() -> u64 {
     // SAFETY: the helper has no preconditions.

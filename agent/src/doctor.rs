@@ -245,7 +245,7 @@ fn find_address(checks: &mut Vec<Check>) -> Option<LockAddress> {
     }
 }
 
-/// The tier `Probes::load` would pick given these checks.
+/// Returns the tier `Probes::load` would pick given these checks.
 fn choose_tier(report: &Report) -> Tier {
     let reason_no = |id: &str| {
         report
@@ -430,7 +430,7 @@ fn check_perf(ebpf: &mut Ebpf) -> Result<String, (Status, String)> {
     ))
 }
 
-/// The report as an aligned table for a terminal.
+/// Formats the report as an aligned table for a terminal.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     out.push_str(&format!("kernel {}\n\n", report.kernel));

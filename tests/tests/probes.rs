@@ -42,7 +42,7 @@ fn is_root() -> bool {
     false
 }
 
-/// The calibrated address of namespace_sem, found once for all tests.
+/// Returns the calibrated address of namespace_sem, found once for all tests.
 fn lock_address() -> u64 {
     static ADDRESS: OnceLock<u64> = OnceLock::new();
     *ADDRESS.get_or_init(|| {
@@ -326,7 +326,7 @@ fn discovery_ignores_other_mounters() {
     }
     let _serial = contention_guard();
     // Another thread of this process mounts in a loop in its own namespace while calibration
-    // runs; it is not a calibration thread, so its contention must not change the answer.
+    // runs; it is not a calibration thread, so its contention must not change the result.
     let scratch = Scratch::new("noise");
     let (src, dst) = (scratch.src(), scratch.dst());
     let stop = Arc::new(AtomicBool::new(false));
@@ -358,7 +358,7 @@ fn contention_names_the_holder() {
         })
         .collect();
     let (totals, events, mounters) = in_namespace_with_probes(move |collector, _| {
-        // The threads start in this thread's namespace, so the filter sees them all.
+        // The threads start in this thread's namespace, so the filter matches them all.
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();

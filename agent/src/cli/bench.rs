@@ -87,7 +87,7 @@ pub struct StrategyResult {
     pub mount_operations_per_start: u64,
     /// Mount-family syscalls per build, counted by the probes.
     pub syscalls_per_build: f64,
-    /// What the executor's formula says one build makes.
+    /// Mount-family syscalls per build by the executor's formula.
     pub expected_syscalls_per_build: u64,
     pub syscalls: Vec<(MountSyscall, u64)>,
     pub waits_per_build: f64,

@@ -1,5 +1,5 @@
 //! One measuring session: the probes, an optional overlay executor, and the loop that drains
-//! events and publishes a snapshot per interval until told to stop.
+//! events and publishes a snapshot per interval until it is stopped.
 
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ impl Session {
         Ok(())
     }
 
-    /// Runs until `controls` says stop, SIGINT or SIGTERM arrives, `duration` passes, or
+    /// Runs until `controls` sends `Stop`, SIGINT or SIGTERM arrives, `duration` passes, or
     /// `on_snapshot` returns false. Every record read goes to `on_event`, which returns false
     /// when it could not take one (the loss is counted in the snapshot's drops). The last
     /// snapshot is published after a final drain, so nothing read is lost.

@@ -46,7 +46,7 @@ pub struct Holder {
     pub cgroup_id: Option<u64>,
 }
 
-/// A `comm` without its NUL padding.
+/// Returns a `comm` without its NUL padding.
 pub fn comm_str(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()

@@ -142,7 +142,7 @@ impl Collector {
         Ok(())
     }
 
-    /// The current raw totals since the last reset, for tests and benchmarks.
+    /// Returns the raw totals since the last reset, for tests and benchmarks.
     pub fn totals_since_reset(&self) -> anyhow::Result<Totals> {
         Ok(self.maps.read()?.since(&self.base))
     }

@@ -35,7 +35,7 @@ use super::object::EBPF_OBJECT;
 /// the direct map below it, so this filters out other rwsems the threads waited on.
 const KERNEL_IMAGE_START: u64 = 0xffff_ffff_8000_0000;
 
-/// Longest time the calibration runs before giving up.
+/// Maximum time the calibration runs before giving up.
 const MAX_DURATION: Duration = Duration::from_secs(5);
 /// Time between checks of the recorded contentions.
 const ROUND: Duration = Duration::from_millis(50);

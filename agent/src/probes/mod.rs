@@ -210,7 +210,7 @@ fn raise_memlock_limit() {
     }
 }
 
-/// The address of `namespace_sem`: given, from kallsyms, or calibrated.
+/// Finds the address of `namespace_sem`: given, from kallsyms, or calibrated.
 fn find_lock_address(options: &ProbeOptions, notes: &mut Vec<String>) -> Option<LockAddress> {
     if let Some(address) = options.lock_address {
         return Some(LockAddress {
@@ -340,7 +340,8 @@ fn attach_lock_programs(
     })
 }
 
-/// Whether the kernel has kprobes: a kprobe PMU, or the tracefs file for kprobe events.
+/// Reports whether the kernel has kprobes: a kprobe PMU, or the tracefs file for kprobe
+/// events.
 pub fn kprobes_available() -> bool {
     std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
         || std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists()
