@@ -33,6 +33,11 @@ static FILTER_CGROUP: u64 = 0;
 #[unsafe(no_mangle)]
 static FILTER_MNTNS: u64 = 0;
 
+/// 1 when wait sites are recorded: kernel stacks of lock waits and off-CPU spans inside
+/// mount syscalls. Off by default because a stack walk costs more than the rest of a probe.
+#[unsafe(no_mangle)]
+static WAIT_SITES_ON: u8 = 0;
+
 /// Process whose lock contentions the calibration program records.
 #[unsafe(no_mangle)]
 static CALIB_TGID: u32 = 0;
@@ -96,6 +101,11 @@ pub fn filter_cgroup() -> u64 {
 #[inline(always)]
 pub fn filter_mntns() -> u64 {
     get(&FILTER_MNTNS)
+}
+
+#[inline(always)]
+pub fn wait_sites_on() -> bool {
+    get(&WAIT_SITES_ON) != 0
 }
 
 #[inline(always)]

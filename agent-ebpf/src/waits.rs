@@ -1,6 +1,9 @@
 //! Wait sites of mount syscalls: every contended lock of any type, and every span off CPU,
 //! while a thread is inside a traced mount syscall, grouped by kernel stack.
 //!
+//! Off unless the agent sets `WAIT_SITES_ON`: taking a kernel stack at every wait roughly
+//! doubles what the probes cost a mount.
+//!
 //! Only threads with an `INFLIGHT` entry are followed, and that check comes before any stack
 //! is taken, so tasks outside mount syscalls cost one hash lookup per event.
 
@@ -11,7 +14,7 @@ use aya_ebpf::{
 use mountscope_common::{HIST_BUCKETS, PendingSiteWait, WaitKind, WaitSiteKey, drop_slot};
 
 use crate::{
-    hist,
+    globals, hist,
     maps::{
         DROPS, EMPTY_SITE, INFLIGHT, SITE_LOCK_WAITS, SITE_OFF_CPU, STACKS, SYSCALL_BREAKDOWN,
         WAIT_SITES,
@@ -115,6 +118,9 @@ fn finish(wait: &PendingSiteWait, now: u64) {
 /// `lock:contention_begin` for a thread inside a mount syscall, any lock.
 #[inline(always)]
 pub fn lock_wait_begins(ctx: &TracePointContext, tid: u32, lock_addr: u64, flags: u32) {
+    if !globals::wait_sites_on() {
+        return;
+    }
     let Some(inflight) = INFLIGHT.get_ptr(tid) else {
         return;
     };
@@ -136,6 +142,9 @@ pub fn lock_wait_begins(ctx: &TracePointContext, tid: u32, lock_addr: u64, flags
 /// `lock:contention_end` for a thread with a lock wait in progress.
 #[inline(always)]
 pub fn lock_wait_ends(tid: u32) {
+    if !globals::wait_sites_on() {
+        return;
+    }
     // SAFETY: the pointer comes from the map and is read before the entry is removed.
     let Some(wait) = SITE_LOCK_WAITS.get_ptr(tid).map(|p| unsafe { *p }) else {
         return;

@@ -96,9 +96,17 @@ fn enter_private_namespace() -> u64 {
         .ino()
 }
 
-/// Runs `body` on a new thread inside its own mount namespace, with probes loaded and
-/// filtered to that namespace. The namespace and its mounts end with the thread.
+/// Runs `body` on a new thread inside its own mount namespace, with the default probes loaded
+/// and filtered to that namespace. The namespace and its mounts end with the thread.
 fn in_namespace_with_probes<T: Send + 'static>(
+    body: impl FnOnce(&mut Collector, u64) -> T + Send + 'static,
+) -> T {
+    in_namespace_with(false, body)
+}
+
+/// Like `in_namespace_with_probes`, with wait sites recorded when `wait_sites` is set.
+fn in_namespace_with<T: Send + 'static>(
+    wait_sites: bool,
     body: impl FnOnce(&mut Collector, u64) -> T + Send + 'static,
 ) -> T {
     let address = lock_address();
@@ -118,6 +126,7 @@ fn in_namespace_with_probes<T: Send + 'static>(
                 },
                 hold_method: HoldMethod::Auto,
                 lock_address: Some(address),
+                wait_sites,
             };
             let probes = Probes::load(&options).expect("load the probes");
             let mut collector = Collector::new(probes).expect("create the collector");
@@ -435,6 +444,17 @@ fn snapshot_of_loops(
     reader: bool,
     period: Duration,
 ) -> mountscope_common::snapshot::Snapshot {
+    snapshot_of_loops_with(true, name, loops, reader, period)
+}
+
+/// Like `snapshot_of_loops`, with wait sites recorded only when `wait_sites` is set.
+fn snapshot_of_loops_with(
+    wait_sites: bool,
+    name: &str,
+    loops: usize,
+    reader: bool,
+    period: Duration,
+) -> mountscope_common::snapshot::Snapshot {
     let scratch = Scratch::new(name);
     let src = scratch.src();
     let dsts: Vec<PathBuf> = (0..loops)
@@ -444,7 +464,7 @@ fn snapshot_of_loops(
             d
         })
         .collect();
-    in_namespace_with_probes(move |collector, _| {
+    in_namespace_with(wait_sites, move |collector, _| {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for dst in dsts {
@@ -551,6 +571,24 @@ fn mountinfo_reader_contention_is_named() {
         .iter()
         .find(|s| s.name.contains("0xffff"));
     assert!(bare.is_none(), "{bare:?}");
+}
+
+#[test]
+fn wait_sites_are_off_by_default() {
+    if !is_root() {
+        return;
+    }
+    let snapshot = snapshot_of_loops_with(false, "off", 2, false, Duration::from_millis(500));
+    assert!(!snapshot.wait_sites_recorded);
+}
+
+#[test]
+fn wait_sites_off_leave_the_list_empty() {
+    if !is_root() {
+        return;
+    }
+    let snapshot = snapshot_of_loops_with(false, "off-empty", 2, false, Duration::from_millis(500));
+    assert!(snapshot.wait_sites.is_empty(), "{:#?}", snapshot.wait_sites);
 }
 
 #[test]

@@ -146,6 +146,7 @@ mod tests {
             holders_by_cgroup: Vec::new(),
             drops: Drops::default(),
             drops_total: Drops::default(),
+            wait_sites_recorded: false,
             wait_sites: Vec::new(),
             breakdown: Vec::new(),
             executor: None,

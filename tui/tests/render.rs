@@ -180,3 +180,10 @@ fn tier_line_marks_cut_reason() {
     let text = render(&app, SMALL.0, SMALL.1);
     assert!(tier_row(&text).ends_with(" to load…"), "{text}");
 }
+
+#[test]
+fn wait_sites_off_names_the_flag() {
+    let app = app_with(&[empty()]);
+    let text = render(&app, LARGE.0, LARGE.1);
+    assert!(text.contains("start with --wait-sites"), "{text}");
+}

@@ -307,6 +307,10 @@ pub struct Snapshot {
     /// Drops during the last interval and in total.
     pub drops: Drops,
     pub drops_total: Drops,
+    /// Whether wait sites and the breakdown are recorded (`--wait-sites`); both are empty
+    /// when not.
+    #[serde(default)]
+    pub wait_sites_recorded: bool,
     /// Top places where mount syscalls waited, since start or the last reset.
     #[serde(default)]
     pub wait_sites: Vec<WaitSite>,

@@ -59,6 +59,10 @@ pub struct FilterArgs {
     /// How to measure namespace_sem hold times; `auto` picks the best the kernel allows.
     #[arg(long, value_enum, default_value_t = HoldMethod::Auto)]
     pub hold_method: HoldMethod,
+    /// Also record where mount syscalls wait: the kernel stack of every lock wait and
+    /// off-CPU span inside one. Mounts then cost more to trace (docs/BENCHMARKS.md).
+    #[arg(long)]
+    pub wait_sites: bool,
 }
 
 /// A number, or the inode number of a path (a cgroup directory's inode is its cgroup id).
@@ -95,6 +99,7 @@ impl FilterArgs {
             },
             hold_method: self.hold_method,
             lock_address: None,
+            wait_sites: self.wait_sites,
         })
     }
 }

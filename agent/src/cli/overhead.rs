@@ -1,6 +1,8 @@
 //! `mountscope overhead`: what the probes cost a mount. A bind mount + umount loop runs in a
-//! private mount namespace, alternately without probes, with mountscope's probes, and with a
-//! bpftrace script measuring the same syscalls, and the ratios come from the same run.
+//! private mount namespace under five conditions in turn, and the ratios come from the same
+//! run. The conditions: no probes, mountscope's default probes, every probe (`--wait-sites`),
+//! a bpftrace script measuring the same syscalls, and empty bpftrace programs on the same
+//! tracepoints.
 
 use std::{
     fs,
@@ -29,8 +31,8 @@ pub struct OverheadArgs {
     /// Bind mount + umount pairs per round.
     #[arg(long, default_value_t = 3000)]
     iterations: u32,
-    /// Rounds per condition; conditions alternate round by round.
-    #[arg(long, default_value_t = 5)]
+    /// Rounds per condition; conditions alternate within each round.
+    #[arg(long, default_value_t = 7)]
     rounds: u32,
     /// Skip the bpftrace comparison.
     #[arg(long)]
@@ -52,23 +54,63 @@ tracepoint:syscalls:sys_exit_mount, tracepoint:syscalls:sys_exit_umount /@start[
 BEGIN { printf("attached\n"); }
 "#;
 
+/// Empty programs on the same four tracepoints: what the tracepoints cost with no work in the
+/// programs, the floor for any tool that uses them.
+const BPFTRACE_EMPTY: &str = r#"
+tracepoint:syscalls:sys_enter_mount, tracepoint:syscalls:sys_enter_umount { }
+tracepoint:syscalls:sys_exit_mount, tracepoint:syscalls:sys_exit_umount { }
+BEGIN { printf("attached\n"); }
+"#;
+
+/// Probe set attached while a loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Condition {
+    /// No probes.
+    Bare,
+    /// mountscope's default probes.
+    Mountscope,
+    /// mountscope's probes with `--wait-sites`: every probe it has.
+    MountscopeWaitSites,
+    /// The bpftrace latency script.
+    Bpftrace,
+    /// Empty bpftrace programs on the same tracepoints.
+    BpftraceEmpty,
+}
+
+impl Condition {
+    fn label(self) -> &'static str {
+        match self {
+            Condition::Bare => "without probes",
+            Condition::Mountscope => "mountscope",
+            Condition::MountscopeWaitSites => "mountscope --wait-sites",
+            Condition::Bpftrace => "bpftrace script",
+            Condition::BpftraceEmpty => "bpftrace, empty programs",
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     kernel: String,
     tier: String,
     iterations: u32,
     rounds: u32,
-    /// Medians over rounds of the mean wall-clock and CPU time of one bind mount + umount
-    /// pair, by condition.
-    bare: Figures,
-    mountscope: Figures,
-    bpftrace: Option<Figures>,
-    /// Ratios to `bare`, of wall-clock time and of the mounting thread's CPU time.
-    mountscope_wall_ratio: f64,
-    mountscope_cpu_ratio: f64,
-    bpftrace_wall_ratio: Option<f64>,
-    bpftrace_cpu_ratio: Option<f64>,
+    settle_ms: u64,
+    /// One row per condition, `bare` first.
+    rows: Vec<Row>,
     bpftrace_note: Option<String>,
+}
+
+/// Medians over rounds of the mean wall-clock and CPU time of one bind mount + umount pair,
+/// and their ratios to the condition without probes.
+#[derive(Debug, Serialize)]
+struct Row {
+    condition: Condition,
+    wall_ns: f64,
+    cpu_ns: f64,
+    wall_ratio: f64,
+    cpu_ratio: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -90,6 +132,18 @@ fn thread_cpu_ns() -> f64 {
     // SAFETY: clock_gettime writes one timespec into valid memory.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+}
+
+/// Pause before each timed loop. Loading BPF programs keeps the kernel busy for a few hundred
+/// milliseconds, and a long mount loop leaves deferred work behind. Mounts ran up to five
+/// times slower meanwhile on a 2-vCPU guest, so every condition starts after the same pause.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Mean wall-clock and CPU nanoseconds of one bind mount + umount pair over `iterations`,
+/// timed after the settling pause.
+fn timed_loop(src: &Path, dst: &Path, iterations: u32) -> anyhow::Result<Timing> {
+    std::thread::sleep(SETTLE);
+    time_loop(src, dst, iterations)
 }
 
 /// Mean wall-clock and CPU nanoseconds of one bind mount + umount pair over `iterations`.
@@ -114,25 +168,11 @@ struct Timing {
     cpu_ns: f64,
 }
 
-/// Medians of the round means of one condition.
-#[derive(Debug, Serialize)]
-struct Figures {
-    wall_ns: f64,
-    cpu_ns: f64,
-}
-
-fn figures(rounds: &[Timing]) -> Figures {
-    Figures {
-        wall_ns: median(rounds.iter().map(|t| t.wall_ns).collect()),
-        cpu_ns: median(rounds.iter().map(|t| t.cpu_ns).collect()),
-    }
-}
-
-/// Starts bpftrace and waits until its probes are attached.
-fn start_bpftrace() -> anyhow::Result<Child> {
+/// Starts bpftrace with `script` and waits until its probes are attached.
+fn start_bpftrace(script: &str) -> anyhow::Result<Child> {
     let mut child = Command::new("bpftrace")
         .arg("-e")
-        .arg(BPFTRACE_SCRIPT)
+        .arg(script)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -201,8 +241,8 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "kernel {}, tier {}\n{} bind mount + umount pairs per round, {} rounds per condition, \
-             median of round means\n",
-            report.kernel, report.tier, report.iterations, report.rounds
+             {} ms pause before each, median of round means\n",
+            report.kernel, report.tier, report.iterations, report.rounds, report.settle_ms
         );
         print!("{}", render(&report));
     }
@@ -212,35 +252,68 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
 /// Formats the report as a table: wall-clock and CPU time per pair, with ratios to no probes.
 fn render(report: &Report) -> String {
     let us = |ns: f64| ns / 1000.0;
-    let mut out = String::from("                      wall µs  ratio     CPU µs  ratio\n");
-    out.push_str(&format!(
-        "without probes     {:>10.2}         {:>10.2}\n",
-        us(report.bare.wall_ns),
-        us(report.bare.cpu_ns)
-    ));
-    out.push_str(&format!(
-        "mountscope probes  {:>10.2}  {:.3}  {:>10.2}  {:.3}\n",
-        us(report.mountscope.wall_ns),
-        report.mountscope_wall_ratio,
-        us(report.mountscope.cpu_ns),
-        report.mountscope_cpu_ratio
-    ));
-    match (
-        &report.bpftrace,
-        report.bpftrace_wall_ratio,
-        report.bpftrace_cpu_ratio,
-    ) {
-        (Some(b), Some(wall), Some(cpu)) => out.push_str(&format!(
-            "bpftrace script    {:>10.2}  {wall:.3}  {:>10.2}  {cpu:.3}\n",
-            us(b.wall_ns),
-            us(b.cpu_ns)
-        )),
-        _ => out.push_str(&format!(
-            "bpftrace script    not run: {}\n",
-            report.bpftrace_note.as_deref().unwrap_or("")
-        )),
+    let mut out = String::from("                            wall µs  ratio     CPU µs  ratio\n");
+    for row in &report.rows {
+        if row.condition == Condition::Bare {
+            out.push_str(&format!(
+                "{:<26}{:>9.2}         {:>10.2}\n",
+                row.condition.label(),
+                us(row.wall_ns),
+                us(row.cpu_ns)
+            ));
+        } else {
+            out.push_str(&format!(
+                "{:<26}{:>9.2}  {:.3}  {:>10.2}  {:.3}\n",
+                row.condition.label(),
+                us(row.wall_ns),
+                row.wall_ratio,
+                us(row.cpu_ns),
+                row.cpu_ratio
+            ));
+        }
+    }
+    if let Some(note) = &report.bpftrace_note {
+        out.push_str(&format!("bpftrace not run: {note}\n"));
     }
     out
+}
+
+/// Times one round of `condition`: attaches what it needs, waits for the kernel to settle,
+/// runs the loop and detaches.
+fn time_condition(
+    condition: Condition,
+    options: &ProbeOptions,
+    src: &Path,
+    dst: &Path,
+    iterations: u32,
+    tier: &mut String,
+) -> anyhow::Result<Timing> {
+    match condition {
+        Condition::Bare => timed_loop(src, dst, iterations),
+        Condition::Mountscope | Condition::MountscopeWaitSites => {
+            let options = ProbeOptions {
+                wait_sites: condition == Condition::MountscopeWaitSites,
+                ..options.clone()
+            };
+            let probes = Probes::load(&options).context("failed to load the kernel programs")?;
+            *tier = probes.tier.kind.label().to_string();
+            let mut collector = Collector::new(probes)?;
+            let timing = timed_loop(src, dst, iterations);
+            collector.drain(|_| true);
+            timing
+        }
+        Condition::Bpftrace | Condition::BpftraceEmpty => {
+            let script = if condition == Condition::Bpftrace {
+                BPFTRACE_SCRIPT
+            } else {
+                BPFTRACE_EMPTY
+            };
+            let child = start_bpftrace(script)?;
+            let timing = timed_loop(src, dst, iterations);
+            stop_bpftrace(child);
+            timing
+        }
+    }
 }
 
 fn measure(
@@ -267,47 +340,64 @@ fn measure(
     // Warm the dentry cache and the mount paths before timing anything.
     time_loop(src, dst, args.iterations.min(500))?;
 
-    let (mut bare, mut probed, mut traced) = (Vec::new(), Vec::new(), Vec::new());
-    let mut tier = String::new();
+    let mut conditions = vec![
+        Condition::Bare,
+        Condition::Mountscope,
+        Condition::MountscopeWaitSites,
+    ];
     let mut bpftrace_note = (!use_bpftrace).then(|| "--no-bpftrace was given".to_string());
+    if use_bpftrace {
+        conditions.extend([Condition::Bpftrace, Condition::BpftraceEmpty]);
+    }
+    let mut timings: Vec<Vec<Timing>> = vec![Vec::new(); conditions.len()];
+    let mut tier = String::new();
+    // Conditions alternate within each round, so a slow spell of the machine hits all alike.
     for _ in 0..args.rounds {
-        bare.push(time_loop(src, dst, args.iterations)?);
-
-        let probes = Probes::load(options).context("failed to load the kernel programs")?;
-        tier = probes.tier.kind.label().to_string();
-        let mut collector = Collector::new(probes)?;
-        probed.push(time_loop(src, dst, args.iterations)?);
-        collector.drain(|_| true);
-        drop(collector);
-
-        if bpftrace_note.is_none() {
-            match start_bpftrace() {
-                Ok(child) => {
-                    let t = time_loop(src, dst, args.iterations);
-                    stop_bpftrace(child);
-                    traced.push(t?);
+        for (i, &condition) in conditions.iter().enumerate() {
+            let skip_bpftrace = bpftrace_note.is_some()
+                && matches!(condition, Condition::Bpftrace | Condition::BpftraceEmpty);
+            if skip_bpftrace {
+                continue;
+            }
+            match time_condition(condition, options, src, dst, args.iterations, &mut tier) {
+                Ok(t) => timings[i].push(t),
+                Err(e) if matches!(condition, Condition::Bpftrace | Condition::BpftraceEmpty) => {
+                    bpftrace_note = Some(format!("{e:#}"));
                 }
-                Err(e) => bpftrace_note = Some(format!("{e:#}")),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    let bare = figures(&bare);
-    let mountscope = figures(&probed);
-    let bpftrace = (!traced.is_empty()).then(|| figures(&traced));
+    let medians: Vec<(Condition, f64, f64)> = conditions
+        .iter()
+        .zip(&timings)
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(&c, t)| {
+            let wall = median(t.iter().map(|t| t.wall_ns).collect());
+            let cpu = median(t.iter().map(|t| t.cpu_ns).collect());
+            (c, wall, cpu)
+        })
+        .collect();
+    let (_, bare_wall, bare_cpu) = medians[0];
+    let rows = medians
+        .into_iter()
+        .map(|(condition, wall_ns, cpu_ns)| Row {
+            condition,
+            wall_ns,
+            cpu_ns,
+            wall_ratio: wall_ns / bare_wall,
+            cpu_ratio: cpu_ns / bare_cpu,
+        })
+        .collect();
     Ok((
         Report {
             kernel: mountscope_agent::collect::kernel_release(),
             tier,
             iterations: args.iterations,
             rounds: args.rounds,
-            mountscope_wall_ratio: mountscope.wall_ns / bare.wall_ns,
-            mountscope_cpu_ratio: mountscope.cpu_ns / bare.cpu_ns,
-            bpftrace_wall_ratio: bpftrace.as_ref().map(|b| b.wall_ns / bare.wall_ns),
-            bpftrace_cpu_ratio: bpftrace.as_ref().map(|b| b.cpu_ns / bare.cpu_ns),
-            bare,
-            mountscope,
-            bpftrace,
+            settle_ms: SETTLE.as_millis() as u64,
+            rows,
             bpftrace_note,
         },
         args.json,

@@ -188,7 +188,12 @@ impl Collector {
             .lock_address
             .as_ref()
             .and_then(|a| u64::from_str_radix(a.address.trim_start_matches("0x"), 16).ok());
-        let (wait_sites, breakdown) = self.sites.figures(ns_sem, &syscall_total_ns, TOP_SITES);
+        let wait_sites_recorded = self.probes.wait_sites;
+        let (wait_sites, breakdown) = if wait_sites_recorded {
+            self.sites.figures(ns_sem, &syscall_total_ns, TOP_SITES)
+        } else {
+            (Vec::new(), Vec::new())
+        };
 
         let snapshot = Snapshot {
             time_unix_ms: SystemTime::now()
@@ -211,6 +216,7 @@ impl Collector {
             holders_by_cgroup: self.holders.top_cgroups(TOP_HOLDERS),
             drops,
             drops_total,
+            wait_sites_recorded,
             wait_sites,
             breakdown,
             executor,

@@ -26,9 +26,10 @@ use tracing::{debug, info, warn};
 
 use self::btf::{Btf, KernelOffsets};
 
-/// Sampling period of the hold-time estimate, per CPU. At 100 µs the sampler costs little;
-/// at 20 µs it slowed mounts about sevenfold on a 2-vCPU Linux 6.18 guest.
-pub const SAMPLE_PERIOD_NS: u64 = 100_000;
+/// Sampling period of the hold-time estimate, per CPU. On a 2-vCPU Linux 6.18 guest a 100 µs
+/// period added about 40% to a bind mount + umount and 20 µs about 600%; at 1 ms the cost is
+/// within the noise, and a 30 s run still takes 60000 samples on two CPUs.
+pub const SAMPLE_PERIOD_NS: u64 = 1_000_000;
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -84,6 +85,9 @@ pub struct ProbeOptions {
     pub hold_method: HoldMethod,
     /// Use this address for `namespace_sem` instead of looking it up.
     pub lock_address: Option<u64>,
+    /// Record wait sites: the kernel stack of every lock wait and off-CPU span inside a mount
+    /// syscall. Off by default because the stack walks cost more than the other probes.
+    pub wait_sites: bool,
 }
 
 /// The loaded programs. Dropping this detaches and unloads everything.
@@ -94,6 +98,8 @@ pub struct Probes {
     pub offsets: KernelOffsets,
     /// Lock programs that could not load, with the error, for `doctor` and the logs.
     pub notes: Vec<String>,
+    /// Whether wait sites are recorded.
+    pub wait_sites: bool,
 }
 
 impl Probes {
@@ -121,6 +127,7 @@ impl Probes {
         let pid = filters.pid.unwrap_or(0);
         let cgroup = filters.cgroup_id.unwrap_or(0);
         let mntns = filters.mntns_id.unwrap_or(0);
+        let wait_sites_on = u8::from(options.wait_sites);
         let mut ebpf = EbpfLoader::new()
             .override_global("NS_SEM_ADDR", &address, true)
             .override_global("OFF_RWSEM_OWNER", &offsets.rwsem_owner, true)
@@ -133,6 +140,7 @@ impl Probes {
             .override_global("FILTER_TGID", &pid, true)
             .override_global("FILTER_CGROUP", &cgroup, true)
             .override_global("FILTER_MNTNS", &mntns, true)
+            .override_global("WAIT_SITES_ON", &wait_sites_on, true)
             .load(object::EBPF_OBJECT)?;
 
         for syscall in MountSyscall::ALL {
@@ -160,9 +168,13 @@ impl Probes {
 
         // Off-CPU time inside mount syscalls; lock waits of any type come from the contention
         // tracepoints attached with the lock programs.
-        if let Err(e) = attach_tracepoint(&mut ebpf, "sched_switch", "sched", "sched_switch") {
-            warn!("off-CPU time inside mount syscalls is not measured: {e}");
+        let mut wait_sites = options.wait_sites;
+        if wait_sites
+            && let Err(e) = attach_tracepoint(&mut ebpf, "sched_switch", "sched", "sched_switch")
+        {
+            warn!("wait sites are not recorded: {e}");
             notes.push(format!("sched_switch: {e}"));
+            wait_sites = false;
         }
 
         let tier = if address == 0 {
@@ -190,6 +202,7 @@ impl Probes {
             lock_address,
             offsets,
             notes,
+            wait_sites,
         })
     }
 }

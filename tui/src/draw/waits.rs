@@ -18,7 +18,12 @@ const P99_COLUMN_FROM: u16 = 50;
 pub(super) fn draw_wait_sites(frame: &mut Frame, area: Rect, snapshot: &Snapshot) {
     let block = panel(Span::raw(" what mounts wait on "));
     if snapshot.wait_sites.is_empty() {
-        let text = Paragraph::new(Line::styled("no waits inside mount syscalls yet", label()));
+        let message = if snapshot.wait_sites_recorded {
+            "no waits inside mount syscalls yet"
+        } else {
+            "not recorded: start with --wait-sites"
+        };
+        let text = Paragraph::new(Line::styled(message, label()));
         frame.render_widget(text.block(block), area);
         return;
     }

@@ -45,6 +45,7 @@ pub fn estimate_with_executor() -> Snapshot {
         unpaired: 2,
         ..Drops::default()
     };
+    snapshot.wait_sites_recorded = true;
     snapshot.wait_sites = vec![
         WaitSite {
             name: "RCU expedited grace period".to_string(),
@@ -107,6 +108,7 @@ pub fn empty() -> Snapshot {
     snapshot.lock_waits.clear();
     snapshot.holders_by_process.clear();
     snapshot.holders_by_cgroup.clear();
+    snapshot.wait_sites_recorded = false;
     snapshot
 }
 
@@ -180,6 +182,7 @@ fn base(kind: TierKind, reason: &str) -> Snapshot {
         ],
         drops: Drops::default(),
         drops_total: Drops::default(),
+        wait_sites_recorded: true,
         wait_sites: Vec::new(),
         breakdown: Vec::new(),
         executor: None,
