@@ -111,6 +111,9 @@ struct Row {
     cpu_ns: f64,
     wall_ratio: f64,
     cpu_ratio: f64,
+    /// Mean wall-clock time of a getppid call, which no probe watches, and its ratio.
+    getppid_ns: f64,
+    getppid_ratio: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -139,11 +142,22 @@ fn thread_cpu_ns() -> f64 {
 /// times slower meanwhile on a 2-vCPU guest, so every condition starts after the same pause.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// Mean wall-clock and CPU nanoseconds of one bind mount + umount pair over `iterations`,
-/// timed after the settling pause.
+/// getppid calls per round. Enabling any `syscalls:` tracepoint sends every syscall of every
+/// task through the kernel's slower traced entry path, so a syscall that no probe watches
+/// shows what tracing costs the rest of the host.
+const OTHER_CALLS: u32 = 200_000;
+
+/// Times the mount loop and then the getppid loop, after the settling pause.
 fn timed_loop(src: &Path, dst: &Path, iterations: u32) -> anyhow::Result<Timing> {
     std::thread::sleep(SETTLE);
-    time_loop(src, dst, iterations)
+    let mut timing = time_loop(src, dst, iterations)?;
+    let started = Instant::now();
+    for _ in 0..OTHER_CALLS {
+        // SAFETY: getppid has no arguments and cannot fail.
+        std::hint::black_box(unsafe { libc::getppid() });
+    }
+    timing.getppid_ns = started.elapsed().as_nanos() as f64 / f64::from(OTHER_CALLS);
+    Ok(timing)
 }
 
 /// Mean wall-clock and CPU nanoseconds of one bind mount + umount pair over `iterations`.
@@ -159,6 +173,7 @@ fn time_loop(src: &Path, dst: &Path, iterations: u32) -> anyhow::Result<Timing> 
     Ok(Timing {
         wall_ns: started.elapsed().as_nanos() as f64 / iterations as f64,
         cpu_ns: (thread_cpu_ns() - cpu_started) / iterations as f64,
+        getppid_ns: 0.0,
     })
 }
 
@@ -166,6 +181,8 @@ fn time_loop(src: &Path, dst: &Path, iterations: u32) -> anyhow::Result<Timing> 
 struct Timing {
     wall_ns: f64,
     cpu_ns: f64,
+    /// Mean wall-clock nanoseconds of one getppid call; 0 when not measured.
+    getppid_ns: f64,
 }
 
 /// Starts bpftrace with `script` and waits until its probes are attached.
@@ -252,23 +269,29 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
 /// Formats the report as a table: wall-clock and CPU time per pair, with ratios to no probes.
 fn render(report: &Report) -> String {
     let us = |ns: f64| ns / 1000.0;
-    let mut out = String::from("                            wall µs  ratio     CPU µs  ratio\n");
+    let mut out = String::from(
+        "                           bind mount + umount pair         getppid\n\
+         \x20                           wall µs  ratio     CPU µs  ratio     ns  ratio\n",
+    );
     for row in &report.rows {
         if row.condition == Condition::Bare {
             out.push_str(&format!(
-                "{:<26}{:>9.2}         {:>10.2}\n",
+                "{:<26}{:>9.2}         {:>10.2}         {:>6.0}\n",
                 row.condition.label(),
                 us(row.wall_ns),
-                us(row.cpu_ns)
+                us(row.cpu_ns),
+                row.getppid_ns
             ));
         } else {
             out.push_str(&format!(
-                "{:<26}{:>9.2}  {:.3}  {:>10.2}  {:.3}\n",
+                "{:<26}{:>9.2}  {:.3}  {:>10.2}  {:.3}  {:>6.0}  {:.3}\n",
                 row.condition.label(),
                 us(row.wall_ns),
                 row.wall_ratio,
                 us(row.cpu_ns),
-                row.cpu_ratio
+                row.cpu_ratio,
+                row.getppid_ns,
+                row.getppid_ratio
             ));
         }
     }
@@ -369,25 +392,30 @@ fn measure(
         }
     }
 
-    let medians: Vec<(Condition, f64, f64)> = conditions
+    let medians: Vec<(Condition, Timing)> = conditions
         .iter()
         .zip(&timings)
         .filter(|(_, t)| !t.is_empty())
         .map(|(&c, t)| {
-            let wall = median(t.iter().map(|t| t.wall_ns).collect());
-            let cpu = median(t.iter().map(|t| t.cpu_ns).collect());
-            (c, wall, cpu)
+            let timing = Timing {
+                wall_ns: median(t.iter().map(|t| t.wall_ns).collect()),
+                cpu_ns: median(t.iter().map(|t| t.cpu_ns).collect()),
+                getppid_ns: median(t.iter().map(|t| t.getppid_ns).collect()),
+            };
+            (c, timing)
         })
         .collect();
-    let (_, bare_wall, bare_cpu) = medians[0];
+    let bare = medians[0].1;
     let rows = medians
         .into_iter()
-        .map(|(condition, wall_ns, cpu_ns)| Row {
+        .map(|(condition, t)| Row {
             condition,
-            wall_ns,
-            cpu_ns,
-            wall_ratio: wall_ns / bare_wall,
-            cpu_ratio: cpu_ns / bare_cpu,
+            wall_ns: t.wall_ns,
+            cpu_ns: t.cpu_ns,
+            wall_ratio: t.wall_ns / bare.wall_ns,
+            cpu_ratio: t.cpu_ns / bare.cpu_ns,
+            getppid_ns: t.getppid_ns,
+            getppid_ratio: t.getppid_ns / bare.getppid_ns,
         })
         .collect();
     Ok((
