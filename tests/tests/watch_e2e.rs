@@ -11,9 +11,12 @@
 
 use std::{
     collections::BTreeSet,
-    env, fs,
+    env,
+    ffi::OsString,
+    fs,
+    os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
     sync::Mutex,
     thread,
     time::{Duration, Instant, SystemTime},
@@ -65,36 +68,49 @@ impl WatchSession {
     /// with the exit status and the terminal settings (`stty -a`), then sleeps until the
     /// session is killed so the pane can still be captured.
     fn start(test: &str, binary: PathBuf) -> WatchSession {
+        let session = WatchSession::prepare(test, binary);
+        let mut args: Vec<OsString> = ["watch", "--strategy", "a", "--layers"]
+            .map(OsString::from)
+            .into();
+        args.push(LAYERS.to_string().into());
+        args.push("--builders".into());
+        args.push(BUILDERS.to_string().into());
+        args.push("--store".into());
+        args.push(session.dir.join("store").into());
+        args.push("--log-file".into());
+        args.push(session.dir.join("watch.log").into());
+        session.launch(&args, true);
+        session
+    }
+
+    /// Creates the session's temporary directory.
+    fn prepare(test: &str, binary: PathBuf) -> WatchSession {
         let name = format!("mountscope-e2e-{}-{test}", std::process::id());
         let dir = env::temp_dir().join(&name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("failed to create {}: {e}", dir.display()));
-        let session = WatchSession { name, dir, binary };
+        WatchSession { name, dir, binary }
+    }
 
+    /// Runs the binary with `args` in a new tmux session, adding `--pid` with its own pid
+    /// when `pin_pid` is set.
+    fn launch(&self, args: &[OsString], pin_pid: bool) {
+        let pid_filter = if pin_pid { " --pid \"$$\"" } else { "" };
         let script = format!(
-            "sh -c 'echo \"$$\" > mountscope.pid; exec \"$0\" \"$@\" --pid \"$$\"' \"$@\"; \
+            "sh -c 'echo \"$$\" > mountscope.pid; exec \"$0\" \"$@\"{pid_filter}' \"$@\"; \
              echo \"{EXIT_MARKER}$?\"; stty -a; exec sleep 600"
         );
-        let store = session.dir.join("store");
-        let log_file = session.dir.join("watch.log");
-        let mut command = session.tmux();
+        let mut command = self.tmux();
         command
-            .args(["-f", "/dev/null", "new-session", "-d", "-s", &session.name])
+            .args(["-f", "/dev/null", "new-session", "-d", "-s", &self.name])
             .args(["-x", &COLUMNS.to_string(), "-y", &ROWS.to_string()])
             .arg("-c")
-            .arg(&session.dir)
+            .arg(&self.dir)
             .args(["sh", "-c", &script, "watch-e2e"])
-            .arg(&session.binary)
-            .args(["watch", "--strategy", "a"])
-            .args(["--layers", &LAYERS.to_string()])
-            .args(["--builders", &BUILDERS.to_string()])
-            .arg("--store")
-            .arg(&store)
-            .arg("--log-file")
-            .arg(&log_file);
+            .arg(&self.binary)
+            .args(args);
         run_tmux(&mut command);
-        session
     }
 
     /// Returns a tmux command on this session's private server, whose socket lies in the
@@ -562,4 +578,171 @@ fn export_and_pause_keys() {
     );
 
     session.quit();
+}
+
+/// A `mountscope agent` with the executor, started in a test's directory. Dropping it stops
+/// it with SIGTERM.
+struct ExecutorAgent {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl ExecutorAgent {
+    /// Starts the agent with `--pid` set to its own pid, so that only the executor's mounts
+    /// are counted, and waits until its socket accepts connections.
+    fn start(binary: &Path, dir: &Path) -> ExecutorAgent {
+        let socket = dir.join("agent.sock");
+        let log = dir.join("agent.log");
+        let log_file = fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("failed to create {}: {e}", log.display()));
+        let child = Command::new("sh")
+            .args(["-c", "exec \"$0\" \"$@\" --pid \"$$\""])
+            .arg(binary)
+            .args(["agent", "--exec", "--strategy", "a", "--layers"])
+            .arg(LAYERS.to_string())
+            .arg("--builders")
+            .arg(BUILDERS.to_string())
+            .arg("--store")
+            .arg(dir.join("store"))
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("failed to start the agent");
+        let mut agent = ExecutorAgent { child, socket, log };
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        while UnixStream::connect(&agent.socket).is_err() {
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                panic!("the agent exited with {status}:\n{}", agent.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not listen within {START_TIMEOUT:?}:\n{}",
+                agent.log_text()
+            );
+            thread::sleep(POLL_PERIOD);
+        }
+        agent
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends SIGTERM and returns the exit status, or `None` when the agent still runs
+    /// after `EXIT_TIMEOUT`.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill only sends a signal to the agent this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            thread::sleep(POLL_PERIOD);
+        }
+        None
+    }
+}
+
+impl Drop for ExecutorAgent {
+    fn drop(&mut self) {
+        if self.is_running() && self.terminate().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn connected_watch_controls_agent() {
+    let _serial = lock_one_at_a_time();
+    let Some(binary) = prerequisites() else {
+        return;
+    };
+    let mounts_before = mountinfo_lines();
+    // The session's directory contains the agent's store and socket, so the agent, declared
+    // after it, is dropped first.
+    let session = WatchSession::prepare("connect", binary.clone());
+    let mut agent = ExecutorAgent::start(&binary, &session.dir);
+    session.launch(
+        &[
+            "watch".into(),
+            "--connect".into(),
+            agent.socket.clone().into(),
+        ],
+        false,
+    );
+
+    let (a, screen) = session.wait_for_steady_strategy_a();
+    let expected_a = f64::from(2 * LAYERS + 2);
+    assert!(
+        (a.syscalls_per_build - expected_a).abs() <= STRATEGY_A_TOLERANCE,
+        "strategy A shows {} mount syscalls/build, expected {expected_a}\n{}",
+        a.syscalls_per_build,
+        framed(&screen)
+    );
+
+    session.press("s");
+    session.wait_for_executor("the agent's executor at strategy B after pressing s", |p| {
+        p.strategy == 'B' && (p.syscalls_per_build - 4.0).abs() <= STRATEGY_B_TOLERANCE
+    });
+
+    let screen = session.quit();
+    assert!(
+        screen.contains(&format!("{EXIT_MARKER}0")),
+        "watch --connect exited with a nonzero status\n{}",
+        framed(&screen)
+    );
+    assert!(
+        agent.is_running(),
+        "the agent stopped when its client quit:\n{}",
+        agent.log_text()
+    );
+
+    // A second client reads the same agent: the strategy the first one chose stays in force.
+    let record = session.dir.join("record.jsonl");
+    let status = Command::new(&binary)
+        .args(["record", "--snapshots-only", "--duration", "2", "--connect"])
+        .arg(&agent.socket)
+        .arg("-o")
+        .arg(&record)
+        .status()
+        .expect("failed to run record --connect");
+    assert!(status.success(), "record --connect exited with {status}");
+    let text = fs::read_to_string(&record).unwrap_or_default();
+    let snapshots: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert!(!snapshots.is_empty(), "record --connect wrote no snapshot");
+    let last = &snapshots[snapshots.len() - 1];
+    assert_eq!(
+        last["executor"]["settings"]["strategy"],
+        serde_json::json!("common_parent"),
+        "{last}"
+    );
+
+    let status = agent.terminate();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the agent did not exit 0 on SIGTERM ({status:?}):\n{}",
+        agent.log_text()
+    );
+    drop(agent);
+    let mounts_after = mountinfo_lines();
+    assert_eq!(
+        mounts_after.len(),
+        mounts_before.len(),
+        "the mount table changed: added {:#?}",
+        mounts_after.difference(&mounts_before).collect::<Vec<_>>()
+    );
 }
