@@ -6,6 +6,7 @@ mod install;
 mod privilege;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod vm;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Boot stock Debian cloud kernels (6.1 and 6.12) under qemu and run the exact-tier tests,
     /// which need fentry and kprobes, in them. Downloads the kernels on first use.
     VmTest(vm::Args),
+    /// Run `mountscope agent` with the executor at full rate and two clients attached for
+    /// 30 minutes (by default), printing the agent's memory once a minute.
+    Soak(soak::Args),
 }
 
 /// Runs the subcommand. A failure is printed with each cause on its own line and without the
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Install(args) => install::run(&args),
         Command::Test => test::run(),
         Command::VmTest(args) => vm::run(&args).map(|_summary| ()),
+        Command::Soak(args) => soak::run(&args),
     };
 
     let Err(error) = result else {
