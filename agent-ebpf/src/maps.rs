@@ -18,6 +18,11 @@ const MAX_THREADS: u32 = 16384;
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_THREADS, 0);
 
+/// `errno_key(syscall index, errno)` -> failed calls, shared by all CPUs and added to
+/// atomically. At most `SYSCALL_COUNT * (ERRNO_MAX + 1)` keys exist, fewer than the entries.
+#[map]
+pub static SYSCALL_ERRNOS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
 /// Thread id -> its contention on `namespace_sem` in progress. Inserted at
 /// `contention_begin`, removed at `contention_end`.
 #[map]

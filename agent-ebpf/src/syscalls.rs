@@ -4,12 +4,12 @@
 //! then adds the call to the per-CPU counters and histogram and writes one record.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
-use mountscope_common::{EventKind, Inflight, MountSyscall, drop_slot};
+use mountscope_common::{EventKind, Inflight, MountSyscall, drop_slot, errno_key};
 
 use crate::{
     events, hist,
-    maps::{DROPS, INFLIGHT, SYSCALL_HIST, SYSCALL_STATS},
-    task,
+    maps::{DROPS, INFLIGHT, SYSCALL_ERRNOS, SYSCALL_HIST, SYSCALL_STATS},
+    task, waits,
 };
 
 /// Offset of `ret` in every `syscalls:sys_exit_*` record (after the 8-byte common header and
@@ -39,6 +39,22 @@ fn on_enter(syscall: MountSyscall) -> u32 {
         hist::count(&DROPS, drop_slot::INFLIGHT);
     }
     0
+}
+
+/// Counts one failure of syscall `index` with `errno`.
+#[inline(always)]
+fn count_errno(index: u32, errno: u32) {
+    let key = errno_key(index, errno);
+    if let Some(count) = SYSCALL_ERRNOS.get_ptr_mut(key) {
+        waits::add(count, 1);
+        return;
+    }
+    // BPF_NOEXIST: when another CPU inserted the key meanwhile, add to its entry instead.
+    if SYSCALL_ERRNOS.insert(key, 1, 1).is_err()
+        && let Some(count) = SYSCALL_ERRNOS.get_ptr_mut(key)
+    {
+        waits::add(count, 1);
+    }
 }
 
 #[inline(always)]
@@ -73,6 +89,9 @@ fn on_exit(ctx: &TracePointContext, syscall: MountSyscall) -> u32 {
         if duration_ns > stats.max_ns {
             stats.max_ns = duration_ns;
         }
+    }
+    if ret < 0 {
+        count_errno(index, ret.unsigned_abs() as u32);
     }
     hist::record(&SYSCALL_HIST, index, duration_ns);
 

@@ -51,7 +51,7 @@ fn stack_id(ctx: &TracePointContext) -> u32 {
 /// Adds `delta` to a counter shared between CPUs. The BPF target has no compare-and-swap,
 /// so core's atomic types lack `fetch_add`; the intrinsic compiles to BPF's atomic add.
 #[inline(always)]
-fn add(value: *mut u64, delta: u64) {
+pub fn add(value: *mut u64, delta: u64) {
     // SAFETY: `value` points into a live map value, and the atomic add makes concurrent
     // updates from several CPUs safe.
     unsafe {

@@ -83,6 +83,9 @@ impl Drop for TempDir {
 enum NsRequest {
     /// Make this many bind mounts and unmount them again, then reply with the count made.
     BindMounts(usize),
+    /// Try this many bind mounts onto a missing directory, each failing with ENOENT, then
+    /// reply with the count tried.
+    FailedMounts(usize),
     /// Reply with the lines of this namespace's mountinfo that mention the scratch path.
     ScratchMounts,
     Quit,
@@ -119,6 +122,20 @@ impl Namespace {
                 match request {
                     NsRequest::BindMounts(count) => {
                         bind_mounts(&scratch, count);
+                        reply_tx.send(vec![count.to_string()]).unwrap();
+                    }
+                    NsRequest::FailedMounts(count) => {
+                        let missing = scratch.join("missing");
+                        for _ in 0..count {
+                            let result = mount(
+                                Some(&scratch.join("src")),
+                                &missing,
+                                None::<&str>,
+                                MsFlags::MS_BIND,
+                                None::<&str>,
+                            );
+                            assert_eq!(result, Err(nix::errno::Errno::ENOENT));
+                        }
                         reply_tx.send(vec![count.to_string()]).unwrap();
                     }
                     NsRequest::ScratchMounts => {
@@ -346,6 +363,18 @@ fn scrape(addr: SocketAddr) -> (String, Scrape) {
     let lines = body.lines().map(|l| Ok(l.to_string()));
     let parsed = Scrape::parse(lines).expect("the metrics do not parse");
     (body.to_string(), parsed)
+}
+
+/// Returns the counter with all of `labels`, or `None` when the series does not exist yet.
+fn counter_with(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            Value::Counter(v) => v,
+            ref other => panic!("{metric} is not a counter: {other:?}"),
+        })
 }
 
 fn counter(scrape: &Scrape, metric: &str, label: (&str, &str)) -> f64 {
@@ -593,6 +622,20 @@ fn agent_serves_socket_and_metrics() {
         "histogram count delta"
     );
 
+    // Failed mounts are counted by errno, and the ENOENT series appears with the first one.
+    const FAILED: usize = 3;
+    let enoent = [("syscall", "mount"), ("errno", "ENOENT")];
+    let enoent_before = counter_with(&metrics, "mountscope_mount_syscall_errors_total", &enoent);
+    namespace.call(NsRequest::FailedMounts(FAILED));
+    let (_, _, _) = settled_mount_count(agent.metrics, mounts + FAILED as f64);
+    let (_, metrics) = scrape(agent.metrics);
+    let enoent_after = counter_with(&metrics, "mountscope_mount_syscall_errors_total", &enoent);
+    assert_eq!(
+        enoent_after.unwrap_or(0.0) - enoent_before.unwrap_or(0.0),
+        FAILED as f64,
+        "ENOENT counter delta"
+    );
+
     // A reset clears snapshot totals but not the exported counters.
     let mut resetter = SocketClient::connect(&agent.socket);
     resetter.send(br#"{"reset": true}"#);
@@ -604,7 +647,11 @@ fn agent_serves_socket_and_metrics() {
         "mountscope_mount_syscalls_total",
         ("syscall", "mount"),
     );
-    assert_eq!(mounts_after_reset, mounts, "counter after reset");
+    assert_eq!(
+        mounts_after_reset,
+        mounts + FAILED as f64,
+        "counter after reset"
+    );
 
     drop(first);
     drop(second);

@@ -233,6 +233,39 @@ fn missing_directory_records_enoent() {
     assert_eq!(failed.ret, Some(-(libc::ENOENT as i64)));
 }
 
+#[test]
+fn failures_counted_by_errno() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("errno");
+    let src = scratch.src();
+    let missing = scratch.0.join("does-not-exist");
+    let totals = in_namespace_with_probes(move |collector, _| {
+        for _ in 0..2 {
+            let result = mount(
+                Some(&src),
+                &missing,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            );
+            assert_eq!(result, Err(nix::errno::Errno::ENOENT));
+        }
+        // A directory that is not a mount point cannot be unmounted.
+        let result = umount2(&src, MntFlags::empty());
+        assert_eq!(result, Err(nix::errno::Errno::EINVAL));
+        collector.totals_since_reset().unwrap()
+    });
+    let count = |syscall: MountSyscall, errno: i32| {
+        let key = mountscope_common::errno_key(syscall.index() as u32, errno as u32);
+        totals.errnos.get(&key).copied().unwrap_or(0)
+    };
+    assert_eq!(count(MountSyscall::Mount, libc::ENOENT), 2);
+    assert_eq!(count(MountSyscall::Umount2, libc::EINVAL), 1);
+    assert_eq!(totals.errnos.len(), 2, "{:?}", totals.errnos);
+}
+
 /// `struct mount_attr` from include/uapi/linux/mount.h.
 #[repr(C)]
 struct MountAttr {

@@ -292,6 +292,17 @@ pub mod sampler_slot {
 }
 
 /// Slots of the `DROPS` per-CPU array.
+/// Largest errno counted on its own in `SYSCALL_ERRNOS`; larger values, which Linux does not
+/// return to user space, are counted under this one. With ten syscalls the map can hold every
+/// possible key, so no error goes uncounted.
+pub const ERRNO_MAX: u32 = 255;
+
+/// Key of `SYSCALL_ERRNOS`: the syscall index in the high half, the errno in the low half.
+pub const fn errno_key(syscall_index: u32, errno: u32) -> u32 {
+    let errno = if errno > ERRNO_MAX { ERRNO_MAX } else { errno };
+    (syscall_index << 16) | errno
+}
+
 pub mod drop_slot {
     /// Ring buffer full: a per-event record was lost (the aggregates still counted it).
     pub const RINGBUF: u32 = 0;

@@ -84,6 +84,17 @@ pub struct SyscallFigures {
     /// Latency over the last interval (from the in-kernel log2 histogram, so each percentile
     /// is the upper edge of its power-of-two bucket, except `max_ns` and `mean_ns`).
     pub latency: Latency,
+    /// Failures since start or the last reset by errno, most frequent first.
+    #[serde(default)]
+    pub errors_by_errno: Vec<ErrnoCount>,
+}
+
+/// Failed calls of one syscall with one errno.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrnoCount {
+    /// Errno name such as `ENOENT`.
+    pub errno: String,
+    pub count: u64,
 }
 
 /// Wait or hold figures of `namespace_sem` for one lock mode.

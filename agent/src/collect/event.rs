@@ -57,8 +57,26 @@ pub fn errno_name(ret: i64) -> Option<String> {
     if ret >= 0 {
         return None;
     }
-    let errno = nix::errno::Errno::from_raw((-ret) as i32);
-    Some(format!("{errno:?}"))
+    Some(errno_code_name(
+        ret.unsigned_abs().min(u64::from(u32::MAX)) as u32
+    ))
+}
+
+/// Returns the name of a slot of the kernel's per-errno counts, where the last slot also
+/// counts every larger code.
+pub fn errno_slot_name(code: u32) -> String {
+    if code >= mountscope_common::ERRNO_MAX {
+        return format!("errno_{}_or_more", mountscope_common::ERRNO_MAX);
+    }
+    errno_code_name(code)
+}
+
+/// Returns the name of an errno code, such as `ENOENT`, or `errno_N` for a code Linux lacks.
+pub fn errno_code_name(code: u32) -> String {
+    match nix::errno::Errno::from_raw(code as i32) {
+        nix::errno::Errno::UnknownErrno => format!("errno_{code}"),
+        errno => format!("{errno:?}"),
+    }
 }
 
 impl EventRecord {
@@ -108,6 +126,16 @@ mod tests {
     #[test]
     fn errno_name_of_enoent() {
         assert_eq!(errno_name(-2).as_deref(), Some("ENOENT"));
+    }
+
+    #[test]
+    fn unknown_errno_has_number() {
+        assert_eq!(errno_code_name(200), "errno_200");
+    }
+
+    #[test]
+    fn last_errno_slot_counts_larger_codes() {
+        assert_eq!(errno_slot_name(255), "errno_255_or_more");
     }
 
     #[test]

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use mountscope_common::{
     LockMode, MountSyscall, drop_slot, sampler_slot,
-    snapshot::{Drops, HoldEstimate, LockFigures, SyscallFigures},
+    snapshot::{Drops, ErrnoCount, HoldEstimate, LockFigures, SyscallFigures},
 };
 
-use super::{hist, totals::Totals};
+use super::{event::errno_slot_name, hist, totals::Totals};
 
 fn per_second(count: u64, interval: Duration) -> f64 {
     let secs = interval.as_secs_f64();
@@ -45,9 +45,25 @@ pub fn syscall_figures(
                 errors: d.errors,
                 rate_per_s: per_second(d.calls, interval),
                 latency: hist::latency(&delta.syscall_hist[i], max, mean(d.total_ns, d.calls)),
+                errors_by_errno: errors_by_errno(&since_base, i),
             }
         })
         .collect()
+}
+
+/// Failures of the syscall with index `index` by errno, most frequent first.
+fn errors_by_errno(totals: &Totals, index: usize) -> Vec<ErrnoCount> {
+    let mut counts: Vec<ErrnoCount> = totals
+        .errnos
+        .iter()
+        .filter(|&(&key, &count)| (key >> 16) as usize == index && count > 0)
+        .map(|(&key, &count)| ErrnoCount {
+            errno: errno_slot_name(key & 0xffff),
+            count,
+        })
+        .collect();
+    counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.errno.cmp(&b.errno)));
+    counts
 }
 
 /// Per-mode lock figures from either the wait or the hold maps.

@@ -1,8 +1,10 @@
 //! Reading the per-CPU maps into totals, and differences between two readings.
 
+use std::collections::BTreeMap;
+
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray},
 };
 use mountscope_common::{
     HIST_BUCKETS, LOCK_MODE_COUNT, LockStats, SYSCALL_COUNT, SyscallStats, drop_slot, sampler_slot,
@@ -21,6 +23,8 @@ pub struct Totals {
     pub hold_by_syscall: [LockStats; SYSCALL_COUNT],
     pub sampler: [u64; sampler_slot::COUNT as usize],
     pub drops: [u64; drop_slot::COUNT as usize],
+    /// Failed calls by `errno_key(syscall index, errno)`; keys appear with the first failure.
+    pub errnos: BTreeMap<u32, u64>,
 }
 
 impl Default for Totals {
@@ -36,6 +40,7 @@ impl Default for Totals {
             hold_by_syscall: [LockStats::default(); SYSCALL_COUNT],
             sampler: [0; sampler_slot::COUNT as usize],
             drops: [0; drop_slot::COUNT as usize],
+            errnos: BTreeMap::new(),
         }
     }
 }
@@ -52,6 +57,7 @@ pub struct AggregateMaps {
     hold_by_syscall: PerCpuArray<MapData, LockStats>,
     sampler: PerCpuArray<MapData, u64>,
     drops: PerCpuArray<MapData, u64>,
+    errnos: HashMap<MapData, u32, u64>,
 }
 
 fn take<V: aya::Pod>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<PerCpuArray<MapData, V>> {
@@ -125,6 +131,9 @@ impl AggregateMaps {
             hold_by_syscall: take(ebpf, "HOLD_BY_SYSCALL")?,
             sampler: take(ebpf, "SAMPLER")?,
             drops: take(ebpf, "DROPS")?,
+            errnos: HashMap::try_from(ebpf.take_map("SYSCALL_ERRNOS").ok_or_else(|| {
+                anyhow::anyhow!("map `SYSCALL_ERRNOS` is missing from the eBPF object")
+            })?)?,
         })
     }
 
@@ -142,6 +151,10 @@ impl AggregateMaps {
         sum_lock(&self.hold_by_syscall, &mut t.hold_by_syscall)?;
         sum_counters(&self.sampler, &mut t.sampler)?;
         sum_counters(&self.drops, &mut t.drops)?;
+        for entry in self.errnos.iter() {
+            let (key, count) = entry?;
+            t.errnos.insert(key, count);
+        }
         Ok(t)
     }
 }
@@ -186,6 +199,10 @@ impl Totals {
         for (x, y) in d.drops.iter_mut().zip(&earlier.drops) {
             *x = x.saturating_sub(*y);
         }
+        for (key, count) in &mut d.errnos {
+            *count = count.saturating_sub(earlier.errnos.get(key).copied().unwrap_or(0));
+        }
+        d.errnos.retain(|_, count| *count > 0);
         d
     }
 

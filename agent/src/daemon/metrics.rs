@@ -8,7 +8,10 @@ use mountscope_common::{
     snapshot::{Snapshot, TierKind},
 };
 
-use crate::{collect::totals::Totals, executor::ExecutorStats};
+use crate::{
+    collect::{event::errno_slot_name, totals::Totals},
+    executor::ExecutorStats,
+};
 
 /// `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -130,17 +133,17 @@ fn write_syscalls(out: &mut Text, total: &Totals) {
 
     out.header(
         "mountscope_mount_syscall_errors_total",
-        "Mount-family syscalls that returned an error.",
+        "Mount-family syscalls that returned an error, by errno; a pair appears with its first \
+         failure.",
         "counter",
     );
-    for syscall in MountSyscall::ALL {
-        let stats = &total.syscalls[syscall.index()];
-        let labels = [("syscall", syscall.name())];
-        out.sample(
-            "mountscope_mount_syscall_errors_total",
-            &labels,
-            stats.errors,
-        );
+    for (&key, &count) in &total.errnos {
+        let Some(syscall) = MountSyscall::ALL.get((key >> 16) as usize) else {
+            continue;
+        };
+        let errno = errno_slot_name(key & 0xffff);
+        let labels = [("syscall", syscall.name()), ("errno", errno.as_str())];
+        out.sample("mountscope_mount_syscall_errors_total", &labels, count);
     }
 
     out.header(
@@ -283,6 +286,9 @@ fn add_totals(into: &mut Totals, from: &Totals) {
     }
     for (a, b) in into.drops.iter_mut().zip(&from.drops) {
         *a += b;
+    }
+    for (key, count) in &from.errnos {
+        *into.errnos.entry(*key).or_default() += count;
     }
 }
 

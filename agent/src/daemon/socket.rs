@@ -7,7 +7,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nix::sys::stat::{Mode, umask};
 use thiserror::Error;
 use tokio::net::UnixListener;
 use tracing::info;
@@ -39,7 +38,7 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
-    #[error("failed to set mode 0600 on the socket `{path}`")]
+    #[error("failed to set mode 0600 on the socket `{path}` or to move it into place")]
     Permissions {
         path: PathBuf,
         #[source]
@@ -65,21 +64,26 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     }
     remove_stale(path)?;
 
-    // The umask makes the socket 0600 from the moment it exists, and the chmod afterwards
-    // keeps that true whatever umask the process started with.
-    let previous = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
-    umask(previous);
-    let listener = bound.map_err(|source| BindError::Bind {
+    // The socket is bound under a temporary name, made 0600 and then renamed, so no client
+    // can connect while it has the umask's mode. Changing the umask instead would affect
+    // every thread of the process, such as executor threads creating directories.
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let _ = std::fs::remove_file(&temporary);
+    let listener = UnixListener::bind(&temporary).map_err(|source| BindError::Bind {
         path: path.to_path_buf(),
         source,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        BindError::Permissions {
+    let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(source) = placed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(BindError::Permissions {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
+        });
+    }
     Ok(listener)
 }
 
@@ -133,6 +137,19 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(dir_mode, 0o700);
         assert_eq!(socket_mode, 0o600);
+    }
+
+    #[tokio::test]
+    async fn bind_leaves_only_the_socket() {
+        let dir = temp_dir("only");
+        let path = dir.join("agent.sock");
+        let _listener = bind(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(names, vec![std::ffi::OsString::from("agent.sock")]);
     }
 
     #[tokio::test]

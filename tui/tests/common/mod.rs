@@ -249,6 +249,7 @@ fn syscall(
             max_ns,
             mean_ns: p50_ns,
         },
+        errors_by_errno: Vec::new(),
     }
 }
 
