@@ -57,13 +57,14 @@ check overlay-module insmod /lib/overlay.ko
 check doctor-exact-fentry doctor_tier_is exact_fentry
 check exact-tier-tests env MOUNTSCOPE_EXPECT_EXACT=1 /bin/exact_tier --test-threads=1
 check record-fentry record_tier_is fentry exact_fentry
-check record-kprobe record_tier_is kprobe exact_kprobe
 
 # Measurements, only when xtask passes mountscope.bench=1 on the kernel command line.
 if grep -q 'mountscope.bench=1' /proc/cmdline; then
 	check fentry-cost env MOUNTSCOPE_EXPECT_EXACT=1 /bin/exact_tier --ignored --exact \
 		fentry_cost_on_mmap_loop --nocapture
-	check bench mountscope bench --layers 20 --builders 4 --duration 5 \
+	check bench-20-layers mountscope bench --layers 20 --builders 4 --duration 5 \
+		--store /tmp/mountscope-store
+	check bench-50-layers mountscope bench --layers 50 --builders 4 --duration 5 \
 		--store /tmp/mountscope-store
 fi
 

@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
     /// Also run the measurements: the fentry programs' cost on an mmap loop and
-    /// `mountscope bench --layers 20 --builders 4 --duration 5`.
+    /// `mountscope bench --builders 4 --duration 5` at 20 and at 50 layers.
     #[arg(long)]
     pub bench: bool,
     /// Print every console line, kernel messages included.
