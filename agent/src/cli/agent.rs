@@ -64,6 +64,9 @@ pub fn run(args: AgentArgs, log_level: &str) -> anyhow::Result<()> {
 fn start(args: AgentArgs) -> anyhow::Result<()> {
     let period = seconds(args.interval, "--interval")?;
     let options = args.filters.probe_options()?;
+    if args.exec {
+        args.executor.config().validate()?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -159,6 +159,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(preset) = args.preset {
         preset.apply(&mut base_config);
     }
+    base_config.validate()?;
     let strategies = match which {
         BenchStrategy::A => vec![Strategy::PerLayer],
         BenchStrategy::B => vec![Strategy::CommonParent],

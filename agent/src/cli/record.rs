@@ -79,6 +79,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .transpose()?;
     let period = seconds(args.interval, "--interval")?;
     let options = args.filters.probe_options()?;
+    let executor = args.exec.then(|| args.executor.config());
+    if let Some(config) = &executor {
+        config.validate()?;
+    }
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
             File::create(path)
@@ -105,7 +109,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     runtime.block_on(async {
-        let executor = args.exec.then(|| args.executor.config());
         let mut session = Session::start(&options, executor)?;
         let (_controls, controls_rx) = tokio::sync::mpsc::unbounded_channel();
         let snapshots_only = args.snapshots_only;

@@ -99,6 +99,16 @@ pub fn run(args: WatchArgs, log_level: &str) -> anyhow::Result<()> {
     }
     let period = seconds(args.interval, "--interval")?;
     let options = args.filters.probe_options()?;
+    let executor = (!args.no_exec).then(|| {
+        let mut config = args.executor.config();
+        if let Some(preset) = args.preset {
+            preset.apply(&mut config);
+        }
+        config
+    });
+    if let Some(config) = &executor {
+        config.validate()?;
+    }
     let export: Export = Arc::new(Mutex::new(match &args.export {
         Some(path) => Some(BufWriter::new(File::create(path).with_context(|| {
             format!("failed to create the export file {}", path.display())
@@ -112,13 +122,6 @@ pub fn run(args: WatchArgs, log_level: &str) -> anyhow::Result<()> {
         .build()
         .context("failed to start the async runtime")?;
     eprintln!("mountscope: loading the kernel programs and finding namespace_sem…");
-    let executor = (!args.no_exec).then(|| {
-        let mut config = args.executor.config();
-        if let Some(preset) = args.preset {
-            preset.apply(&mut config);
-        }
-        config
-    });
     let mut session = runtime.block_on(async { Session::start(&options, executor) })?;
     let control = session.executor_control();
 

@@ -496,19 +496,11 @@ impl Executor {
         if euid != 0 {
             return Err(ExecutorError::NotRoot { euid });
         }
+        config.validate()?;
         let mut settings = config.settings.clone();
-        validate_builders(settings.builders)?;
-        limits::check(settings.builders, config.per_container_userns)?;
-        if config.image.is_none() {
-            validate_layers(settings.layers)?;
-        }
-        let rate_interval = match config.rate_limit_per_s {
-            None => None,
-            Some(rate) if rate.is_finite() && rate > 0.0 => {
-                Some(Duration::from_secs_f64(1.0 / rate))
-            }
-            Some(rate) => return Err(ExecutorError::RateLimit { rate_per_s: rate }),
-        };
+        let rate_interval = config
+            .rate_limit_per_s
+            .map(|rate| Duration::from_secs_f64(1.0 / rate));
 
         let store_root = prepare_store_root(&config.store_root)?;
         let store = Store::open(
@@ -582,6 +574,24 @@ impl Executor {
 impl Drop for Executor {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl ExecutorConfig {
+    /// Checks the options that need no store: the builder and layer counts, the rate limit
+    /// and the kernel limits for that many builders. Callers run it before loading the
+    /// probes, so a bad option fails at once; [`Executor::start`] runs it again.
+    pub fn validate(&self) -> Result<(), ExecutorError> {
+        validate_builders(self.settings.builders)?;
+        if self.image.is_none() {
+            validate_layers(self.settings.layers)?;
+        }
+        if let Some(rate) = self.rate_limit_per_s
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(ExecutorError::RateLimit { rate_per_s: rate });
+        }
+        limits::check(self.settings.builders, self.per_container_userns)
     }
 }
 
