@@ -532,8 +532,12 @@ fn render(report: &Report) -> String {
         for r in &report.results {
             out.push_str(&format!("{:<24}", value(r)));
         }
-        if let Some(x) = ratio {
-            out.push_str(&format!("{x:.2}"));
+        match ratio {
+            // No ratio when A's figure is 0, such as namespaces created without per-container
+            // user namespaces.
+            Some(x) if x.is_nan() => out.push('-'),
+            Some(x) => out.push_str(&format!("{x:.2}")),
+            None => {}
         }
         out.push('\n');
     }
