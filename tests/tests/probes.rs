@@ -201,6 +201,18 @@ fn syscall_events_carry_namespace() {
     assert!(mounts.iter().all(|e| e.duration_ns > 0), "{mounts:?}");
 }
 
+/// Bind-mounts `src` onto the missing directory `missing`, which fails with ENOENT.
+fn bind_mount_missing(src: &Path, missing: &Path) {
+    let result = mount(
+        Some(src),
+        missing,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    );
+    assert_eq!(result, Err(nix::errno::Errno::ENOENT));
+}
+
 #[test]
 fn missing_directory_records_enoent() {
     if !is_root() {
@@ -210,14 +222,7 @@ fn missing_directory_records_enoent() {
     let src = scratch.src();
     let missing = scratch.0.join("does-not-exist");
     let (totals, events) = in_namespace_with_probes(move |collector, _| {
-        let result = mount(
-            Some(&src),
-            &missing,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        );
-        assert_eq!(result, Err(nix::errno::Errno::ENOENT));
+        bind_mount_missing(&src, &missing);
         (
             collector.totals_since_reset().unwrap(),
             drain_all(collector),
@@ -243,14 +248,7 @@ fn failures_counted_by_errno() {
     let missing = scratch.0.join("does-not-exist");
     let totals = in_namespace_with_probes(move |collector, _| {
         for _ in 0..2 {
-            let result = mount(
-                Some(&src),
-                &missing,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            );
-            assert_eq!(result, Err(nix::errno::Errno::ENOENT));
+            bind_mount_missing(&src, &missing);
         }
         // A directory that is not a mount point cannot be unmounted.
         let result = umount2(&src, MntFlags::empty());
