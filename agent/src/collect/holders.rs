@@ -44,6 +44,25 @@ impl Entry {
     }
 }
 
+/// Holders kept per map. An agent runs for days while processes come and go, so without a
+/// bound the maps would grow with every process that ever held the lock.
+const MAX_HOLDERS: usize = 1024;
+
+/// Removes the entry that caused the least wait time when `map` is full and `key` is new.
+/// The figures show only the top holders, which such an entry is not among.
+fn make_room(map: &mut HashMap<String, Entry>, key: &str) {
+    if map.len() < MAX_HOLDERS || map.contains_key(key) {
+        return;
+    }
+    let smallest = map
+        .iter()
+        .min_by_key(|(_, entry)| entry.wait_ns)
+        .map(|(k, _)| k.clone());
+    if let Some(smallest) = smallest {
+        map.remove(&smallest);
+    }
+}
+
 /// Waits caused, by holding process and by holding cgroup, since the last reset.
 #[derive(Default)]
 pub struct Holders {
@@ -69,16 +88,16 @@ impl Holders {
             HolderKind::Readers => "readers".to_string(),
             HolderKind::Unknown => "unknown".to_string(),
         };
+        make_room(&mut self.by_process, &process_key);
         let entry = self.by_process.entry(process_key).or_default();
         entry.pid = *pid;
         entry.comm.clone_from(comm);
         entry.add(record.duration_ns, *syscall);
 
         if let Some(cgroup) = cgroup_id {
-            let entry = self
-                .by_cgroup
-                .entry(format!("cgroup:{cgroup}"))
-                .or_default();
+            let key = format!("cgroup:{cgroup}");
+            make_room(&mut self.by_cgroup, &key);
+            let entry = self.by_cgroup.entry(key).or_default();
             entry.cgroup_id = Some(*cgroup);
             entry.add(record.duration_ns, *syscall);
         }
@@ -102,5 +121,43 @@ impl Holders {
     pub fn clear(&mut self) {
         self.by_process.clear();
         self.by_cgroup.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_map() -> HashMap<String, Entry> {
+        (0..MAX_HOLDERS)
+            .map(|i| {
+                let entry = Entry {
+                    wait_ns: i as u64 + 1,
+                    ..Entry::default()
+                };
+                (format!("pid:{i}"), entry)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn full_map_evicts_smallest() {
+        let mut map = full_map();
+        make_room(&mut map, "pid:new");
+        assert!(!map.contains_key("pid:0"));
+    }
+
+    #[test]
+    fn full_map_stays_bounded() {
+        let mut map = full_map();
+        make_room(&mut map, "pid:new");
+        assert_eq!(map.len(), MAX_HOLDERS - 1);
+    }
+
+    #[test]
+    fn known_key_evicts_nothing() {
+        let mut map = full_map();
+        make_room(&mut map, "pid:5");
+        assert_eq!(map.len(), MAX_HOLDERS);
     }
 }
