@@ -417,13 +417,13 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Prints the slowdown the fentry programs cause on a workload that makes no mounts. Each of
-/// the rounds runs a bare phase, loads the programs, runs a phase with them and unloads them,
-/// with a pause before each phase; the medians of the phases are compared. It asserts
-/// nothing about speed; `cargo xtask vm-test --bench` runs it.
+/// Prints the slowdown the fentry programs cause on a workload that makes no mounts. Each
+/// round runs a bare phase, loads the programs, runs a phase with them and unloads them, with
+/// a pause before each phase. The medians of the phases are compared. It asserts nothing
+/// about speed, and `cargo xtask vm-test --bench` runs it.
 ///
 /// NOTE: under software emulation on a busy host, bare phases of one run have differed by up
-/// to 30 %, so the printed spread says how far the ratio can be trusted.
+/// to 30 %, so the printed spread bounds how far the ratio can be trusted.
 #[test]
 #[ignore = "a measurement, not a check; run with --ignored"]
 fn fentry_cost_on_mmap_loop() {
