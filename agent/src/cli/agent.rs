@@ -89,32 +89,49 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The agent's socket file, removed when the agent returns, whether it stopped or failed.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            warn!(socket = %self.0.display(), error = %e, "failed to remove the socket file");
+        }
+    }
+}
+
 async fn serve(args: AgentArgs, options: ProbeOptions, period: Duration) -> anyhow::Result<()> {
     info!(
         socket = %args.socket.display(),
         executor = args.exec,
         "agent starting: loading the kernel programs"
     );
+    // The socket and the metrics address are taken first, so that a second agent or a busy
+    // port fails before any program loads or any executor mount is made.
+    let listener = socket::bind(&args.socket)?;
+    let _socket_file = SocketFile(args.socket.clone());
+    let metrics_listener = match args.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to listen on --metrics-addr {addr}"))?,
+        ),
+        None => None,
+    };
+
     let executor = args.exec.then(|| args.executor.config());
     let mut session = Session::start(&options, executor)?;
     let tier = &session.collector.probes().tier;
     info!(tier = tier.kind.label(), reason = %tier.reason, "kernel programs loaded");
-
-    let listener = socket::bind(&args.socket)?;
     info!(socket = %args.socket.display(), "listening for clients");
 
     let metrics = Arc::new(Metrics::default());
-    let metrics_server = match args.metrics_addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("failed to listen on --metrics-addr {addr}"))?;
-            let local = listener.local_addr().unwrap_or(addr);
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(local) = listener.local_addr() {
             info!("serving Prometheus metrics at http://{local}/metrics");
-            Some(tokio::spawn(http::serve(listener, Arc::clone(&metrics))))
         }
-        None => None,
-    };
+        tokio::spawn(http::serve(listener, Arc::clone(&metrics)))
+    });
 
     let hub = Arc::new(Hub::default());
     let (requests_tx, requests_rx) = mpsc::unbounded_channel();
@@ -130,9 +147,6 @@ async fn serve(args: AgentArgs, options: ProbeOptions, period: Duration) -> anyh
     socket_server.abort();
     if let Some(task) = metrics_server {
         task.abort();
-    }
-    if let Err(e) = std::fs::remove_file(&args.socket) {
-        warn!(socket = %args.socket.display(), error = %e, "failed to remove the socket file");
     }
     drop(session);
     info!("agent stopped and unloaded the kernel programs");

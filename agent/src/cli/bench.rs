@@ -117,6 +117,8 @@ struct Report {
     per_container_userns: bool,
     inspection: bool,
     preset: Option<String>,
+    /// Which tasks' syscalls and waits were counted: this process unless a filter was given.
+    traced: String,
     /// Whether the host's mount table has as many entries after the run as before it.
     host_mounts_unchanged: bool,
     results: Vec<StrategyResult>,
@@ -154,7 +156,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let duration = seconds(duration_s, "--duration")?;
     let warmup = Duration::try_from_secs_f64(warmup_s)
         .with_context(|| format!("invalid --warmup `{warmup_s}`: give seconds, 0 or more"))?;
-    let options = args.filters.probe_options()?;
+    let mut options = args.filters.probe_options()?;
+    // Without a filter, the figures per build would include every other process's mounts
+    // on the host, so only this process, whose threads run the executor, is traced.
+    let filters = &mut options.filters;
+    if filters.pid.is_none() && filters.cgroup_id.is_none() && filters.mntns_id.is_none() {
+        filters.pid = Some(std::process::id());
+    }
+    let traced = match filters.pid {
+        Some(pid) if pid == std::process::id() => "this process".to_string(),
+        _ => "the given filter".to_string(),
+    };
     let mut base_config = args.executor.config();
     if let Some(preset) = args.preset {
         preset.apply(&mut base_config);
@@ -215,6 +227,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             per_container_userns: base_config.per_container_userns,
             inspection: base_config.inspection,
             preset: args.preset.map(|p| format!("{p:?}").to_lowercase()),
+            traced: traced.clone(),
             host_mounts_unchanged: false,
             results,
             ratios,
@@ -428,7 +441,7 @@ type Row<'a> = (&'a str, Box<dyn Fn(&StrategyResult) -> String>, Option<f64>);
 fn render(report: &Report) -> String {
     let mut out = format!(
         "kernel {}, tier {}\nlayers {}, builders {}, idmap {}, user namespace per container {}, \
-         inspection {}{}\n\n",
+         inspection {}{}\ncounting the mount syscalls and waits of {}\n\n",
         report.kernel,
         report.tier,
         report.layers,
@@ -441,6 +454,7 @@ fn render(report: &Report) -> String {
             .as_ref()
             .map(|p| format!(", preset {p}"))
             .unwrap_or_default(),
+        report.traced,
     );
     let estimate = report.results.iter().any(|r| r.hold_is_estimate);
     let (hold_label, hold_total_label) = if estimate {

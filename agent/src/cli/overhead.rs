@@ -5,10 +5,15 @@
 //! tracepoints.
 
 use std::{
+    ffi::CString,
     fs,
     io::{BufRead, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicI32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -21,6 +26,8 @@ use mountscope_agent::{
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sched::{CloneFlags, unshare},
+    sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction},
+    unistd::Pid,
 };
 use serde::Serialize;
 
@@ -194,6 +201,7 @@ fn start_bpftrace(script: &str) -> anyhow::Result<Child> {
         .stderr(Stdio::null())
         .spawn()
         .context("failed to start bpftrace; install it with `apt-get install bpftrace`")?;
+    BPFTRACE_PID.store(child.id() as i32, Ordering::SeqCst);
     let stdout = child.stdout.take().context("bpftrace has no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -204,12 +212,14 @@ fn start_bpftrace(script: &str) -> anyhow::Result<Child> {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
+                BPFTRACE_PID.store(0, Ordering::SeqCst);
                 bail!("bpftrace exited before attaching its probes");
             }
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            BPFTRACE_PID.store(0, Ordering::SeqCst);
             bail!("bpftrace did not attach within 30 s");
         }
     }
@@ -218,15 +228,88 @@ fn start_bpftrace(script: &str) -> anyhow::Result<Child> {
     Ok(child)
 }
 
-fn stop_bpftrace(mut child: Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-    let _ = child.wait();
+/// Pid of the running bpftrace child, or 0, for the signal handler to end it.
+static BPFTRACE_PID: AtomicI32 = AtomicI32::new(0);
+
+/// How long bpftrace gets to exit after SIGINT before it gets SIGKILL. bpftrace 0.17 was seen
+/// to ignore a SIGINT that came soon after it attached.
+const BPFTRACE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stops bpftrace with SIGINT, or SIGKILL when it is still running after the timeout. Either
+/// way its programs are detached once it has exited.
+fn stop_bpftrace(mut child: Child) -> anyhow::Result<()> {
+    let pid = Pid::from_raw(child.id() as i32);
+    let _ = kill(pid, Signal::SIGINT);
+    let deadline = Instant::now() + BPFTRACE_STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            BPFTRACE_PID.store(0, Ordering::SeqCst);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+    child.wait()?;
+    BPFTRACE_PID.store(0, Ordering::SeqCst);
+    tracing::warn!(
+        "bpftrace (pid {pid}) ignored SIGINT for {} s and was killed",
+        BPFTRACE_STOP_TIMEOUT.as_secs()
+    );
+    Ok(())
+}
+
+/// The scratch directories, innermost first, for the signal handler to remove.
+static SCRATCH_DIRS: OnceLock<Vec<CString>> = OnceLock::new();
+
+/// Handles SIGINT and SIGTERM: kills bpftrace if it runs, so its programs are detached,
+/// removes the scratch directories and exits with 128 + the signal number. It calls only
+/// async-signal-safe functions.
+extern "C" fn on_signal(signal: libc::c_int) {
+    let child = BPFTRACE_PID.load(Ordering::SeqCst);
+    // SAFETY: kill, rmdir, write and _exit are async-signal-safe, and the paths are
+    // NUL-terminated strings that live for the whole process.
+    unsafe {
+        if child != 0 {
+            libc::kill(child, libc::SIGKILL);
+        }
+        if let Some(dirs) = SCRATCH_DIRS.get() {
+            for dir in dirs {
+                libc::rmdir(dir.as_ptr());
+            }
+        }
+        let message = b"mountscope: stopped by a signal\n";
+        libc::write(2, message.as_ptr().cast(), message.len());
+        libc::_exit(128 + signal);
+    }
+}
+
+/// Installs [`on_signal`] for SIGINT and SIGTERM, with the scratch directories it removes.
+fn handle_signals(dirs: &[&Path]) -> anyhow::Result<()> {
+    let dirs = dirs
+        .iter()
+        .map(|d| CString::new(d.as_os_str().as_encoded_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("a scratch path contains a NUL byte")?;
+    let _ = SCRATCH_DIRS.set(dirs);
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler calls only async-signal-safe functions.
+        unsafe { sigaction(signal, &action) }
+            .with_context(|| format!("failed to install a handler for {signal}"))?;
+    }
+    Ok(())
 }
 
 pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
-    if args.iterations == 0 || args.rounds == 0 {
-        bail!("invalid --iterations or --rounds 0: give at least 1");
+    if args.iterations == 0 {
+        bail!("invalid --iterations 0: give at least 1");
+    }
+    if args.rounds == 0 {
+        bail!("invalid --rounds 0: give at least 1");
     }
     let mut options: ProbeOptions = args.filters.probe_options()?;
     options.lock_address = Some(
@@ -247,6 +330,7 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
             )
         })?;
 
+    handle_signals(&[&dst, &src, &scratch])?;
     let use_bpftrace = !args.no_bpftrace;
     let result = std::thread::spawn(move || measure(&args, &options, &src, &dst, use_bpftrace))
         .join()
@@ -333,7 +417,7 @@ fn time_condition(
             };
             let child = start_bpftrace(script)?;
             let timing = timed_loop(src, dst, iterations);
-            stop_bpftrace(child);
+            stop_bpftrace(child)?;
             timing
         }
     }

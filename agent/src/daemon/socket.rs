@@ -22,6 +22,11 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "socket path `{path}` is {length} bytes long, above the {SOCKET_PATH_MAX} bytes a Unix \
+         socket address holds; pass a shorter --socket"
+    )]
+    TooLong { path: PathBuf, length: usize },
     #[error("another agent already listens on `{0}`; stop it or pass another --socket")]
     InUse(PathBuf),
     #[error("`{0}` exists and is not a socket; remove it or pass another --socket")]
@@ -46,9 +51,19 @@ pub enum BindError {
     },
 }
 
+/// Longest path a Unix socket address holds: `sun_path` is 108 bytes with the final NUL.
+const SOCKET_PATH_MAX: usize = 107;
+
 /// Binds `path` with mode 0600, creating its parent directory with mode 0700 when missing.
 /// An existing directory keeps its mode. Must be called inside a tokio runtime.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let length = path.as_os_str().len();
+    if length > SOCKET_PATH_MAX {
+        return Err(BindError::TooLong {
+            path: path.to_path_buf(),
+            length,
+        });
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
     {
@@ -67,10 +82,26 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     // The socket is bound under a temporary name, made 0600 and then renamed, so no client
     // can connect while it has the umask's mode. Changing the umask instead would affect
     // every thread of the process, such as executor threads creating directories.
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}.tmp", std::process::id()));
-    let temporary = PathBuf::from(temporary);
-    let _ = std::fs::remove_file(&temporary);
+    // A leftover of a process with the same pid is a socket file nobody listens on.
+    let temporary = path.with_file_name(format!(".mountscope-{}", std::process::id()));
+    if temporary.as_os_str().len() > SOCKET_PATH_MAX {
+        // The temporary name does not fit where the final one does, so the socket is bound
+        // in place and has the umask's mode until the chmod.
+        let listener = UnixListener::bind(path).map_err(|source| BindError::Bind {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| BindError::Permissions {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
+        return Ok(listener);
+    }
+    if std::fs::symlink_metadata(&temporary).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(&temporary);
+    }
     let listener = UnixListener::bind(&temporary).map_err(|source| BindError::Bind {
         path: path.to_path_buf(),
         source,
@@ -150,6 +181,30 @@ mod tests {
             .collect();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(names, vec![std::ffi::OsString::from("agent.sock")]);
+    }
+
+    /// Returns a path of exactly `length` bytes inside `dir`.
+    fn path_of_length(dir: &Path, length: usize) -> PathBuf {
+        let prefix = dir.as_os_str().len() + 1;
+        dir.join("s".repeat(length - prefix))
+    }
+
+    #[tokio::test]
+    async fn longest_path_binds() {
+        let dir = temp_dir("longest");
+        let path = path_of_length(&dir, SOCKET_PATH_MAX);
+        let result = bind(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(result.is_ok(), "{:?}", result.err());
+    }
+
+    #[tokio::test]
+    async fn too_long_path_is_rejected() {
+        let dir = temp_dir("too-long");
+        let path = path_of_length(&dir, SOCKET_PATH_MAX + 1);
+        let result = bind(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(result, Err(BindError::TooLong { .. })));
     }
 
     #[tokio::test]
