@@ -18,9 +18,9 @@ use std::{
 
 use mountscope_agent::{
     collect::{Collector, event::EventRecord, totals::Totals},
-    probes::{Filters, HoldMethod, ProbeOptions, Probes, calibrate},
+    probes::{Filters, HoldMethod, ProbeError, ProbeOptions, Probes, calibrate},
 };
-use mountscope_common::{HolderKind, LockMode, MountSyscall};
+use mountscope_common::{HolderKind, LockMode, MountSyscall, snapshot::TierKind};
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sched::{CloneFlags, unshare},
@@ -602,6 +602,34 @@ fn mountinfo_reader_contention_is_named() {
         .iter()
         .find(|s| s.name.contains("0xffff"));
     assert!(bare.is_none(), "{bare:?}");
+}
+
+#[test]
+fn refused_hold_method_is_an_error() {
+    if !is_root() {
+        return;
+    }
+    let _serial = contention_guard();
+    let options = ProbeOptions {
+        hold_method: HoldMethod::Fentry,
+        lock_address: Some(lock_address()),
+        ..ProbeOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    match Probes::load(&options) {
+        Ok(probes) if probes.tier.kind == TierKind::ExactFentry => {
+            eprintln!("skipped: this kernel allows fentry");
+        }
+        Ok(probes) => panic!("fentry was refused but loading went on: {:?}", probes.tier),
+        Err(e) => assert!(
+            matches!(e, ProbeError::HoldMethodUnavailable { .. }),
+            "unexpected error: {e}"
+        ),
+    }
 }
 
 #[test]

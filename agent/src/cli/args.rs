@@ -56,7 +56,8 @@ pub struct FilterArgs {
     /// Trace only this mount namespace: a path such as /proc/PID/ns/mnt or an inode number.
     #[arg(long)]
     pub mntns: Option<String>,
-    /// How to measure namespace_sem hold times; `auto` picks the best the kernel allows.
+    /// How to measure namespace_sem hold times: `auto` picks the best the kernel allows, and
+    /// a method given by name that the kernel refuses is an error.
     #[arg(long, value_enum, default_value_t = HoldMethod::Auto)]
     pub hold_method: HoldMethod,
     /// Also record where mount syscalls wait: the kernel stack of every lock wait and

@@ -108,6 +108,7 @@ impl Session {
             }
         };
         tokio::pin!(until_deadline);
+        let mut last_snapshot: Option<tokio::time::Instant> = None;
 
         loop {
             tokio::select! {
@@ -130,6 +131,7 @@ impl Session {
                 }
                 _ = snapshot_tick.tick() => {
                     self.collector.drain(&mut on_event);
+                    last_snapshot = Some(tokio::time::Instant::now());
                     if !on_snapshot(self.snapshot()?) {
                         return Ok(());
                     }
@@ -137,7 +139,12 @@ impl Session {
             }
         }
         self.collector.drain(&mut on_event);
-        on_snapshot(self.snapshot()?);
+        // When the deadline and the last tick came together, the tick's snapshot already
+        // covers the run, and a final one would be an empty interval of a few milliseconds.
+        let covered = last_snapshot.is_some_and(|at| at.elapsed() < period / 10);
+        if !covered {
+            on_snapshot(self.snapshot()?);
+        }
         Ok(())
     }
 }

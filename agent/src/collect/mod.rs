@@ -161,7 +161,7 @@ impl Collector {
             }
             _ => Vec::new(),
         };
-        let hold_estimate = (tier.kind == TierKind::ContentionEstimate)
+        let hold_estimate = (tier.kind == TierKind::ContentionEstimate && self.probes.hold_sampled)
             .then(|| snapshot::hold_estimate(&delta, interval, SAMPLE_PERIOD_NS));
         let drops = snapshot::drops(&delta.drops, self.user_lost);
         let drops_total = snapshot::drops(&now.since(&self.base).drops, self.user_lost_total);

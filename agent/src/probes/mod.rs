@@ -54,6 +54,14 @@ pub enum ProbeError {
     },
     #[error("program `{0}` is missing from the eBPF object")]
     Missing(String),
+    #[error(
+        "--hold-method {method} is not available on this kernel ({reason}); use --hold-method \
+         auto to take the best method the kernel allows"
+    )]
+    HoldMethodUnavailable {
+        method: &'static str,
+        reason: String,
+    },
     #[error("{0}")]
     System(String),
 }
@@ -100,6 +108,8 @@ pub struct Probes {
     pub notes: Vec<String>,
     /// Whether wait sites are recorded.
     pub wait_sites: bool,
+    /// Whether the cpu-clock sampler runs, so that the snapshot has a hold estimate.
+    pub hold_sampled: bool,
 }
 
 impl Probes {
@@ -185,6 +195,7 @@ impl Probes {
         } else {
             match attach_lock_programs(&mut ebpf, options.hold_method, &mut notes) {
                 Ok(tier) => tier,
+                Err(e @ ProbeError::HoldMethodUnavailable { .. }) => return Err(e),
                 Err(e) => {
                     warn!("lock programs failed to attach, showing syscall latency only: {e}");
                     notes.push(e.to_string());
@@ -196,6 +207,8 @@ impl Probes {
             }
         };
         info!("measurement tier: {} ({})", tier.kind.label(), tier.reason);
+        let hold_sampled =
+            tier.kind == TierKind::ContentionEstimate && options.hold_method != HoldMethod::None;
         Ok(Probes {
             ebpf,
             tier,
@@ -203,6 +216,7 @@ impl Probes {
             offsets,
             notes,
             wait_sites,
+            hold_sampled,
         })
     }
 }
@@ -347,9 +361,19 @@ fn attach_lock_programs(
             reason: why,
         });
     }
-    Ok(Tier {
-        kind: TierKind::ContentionEstimate,
-        reason: "waits from lock:contention_*; hold measurement is off".into(),
+    let method_name = match method {
+        HoldMethod::Fentry => "fentry",
+        HoldMethod::Kprobe => "kprobe",
+        _ => {
+            return Ok(Tier {
+                kind: TierKind::ContentionEstimate,
+                reason: "waits from lock:contention_*; hold measurement is off".into(),
+            });
+        }
+    };
+    Err(ProbeError::HoldMethodUnavailable {
+        method: method_name,
+        reason: notes.join("; "),
     })
 }
 
