@@ -144,6 +144,12 @@ async fn serve(args: AgentArgs, options: ProbeOptions, period: Duration) -> anyh
 
     let result = collect(&mut session, period, requests_rx, &hub, &metrics).await;
 
+    // Clients get up to a second to take the final snapshot and the last events before their
+    // connections are closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while hub.has_pending() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     socket_server.abort();
     if let Some(task) = metrics_server {
         task.abort();

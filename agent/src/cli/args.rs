@@ -89,8 +89,10 @@ impl FilterArgs {
             .as_deref()
             .map(|m| id_or_inode(m, "--mntns"))
             .transpose()?;
-        if self.pid == Some(0) {
-            bail!("invalid --pid 0: give the id of a running process");
+        if let Some(pid) = self.pid
+            && (pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        {
+            bail!("invalid --pid {pid}: no such process; give the id of a running process");
         }
         Ok(ProbeOptions {
             filters: Filters {
