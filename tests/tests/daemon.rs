@@ -240,7 +240,11 @@ impl Agent {
                     self.log_text()
                 );
             }
-            if UnixStream::connect(&self.socket).is_ok() && TcpStream::connect(self.metrics).is_ok()
+            // The agent takes its socket and port before it loads the programs, so it serves
+            // only once its log says the programs are loaded.
+            if UnixStream::connect(&self.socket).is_ok()
+                && TcpStream::connect(self.metrics).is_ok()
+                && self.log_text().contains("kernel programs loaded")
             {
                 return;
             }
