@@ -144,7 +144,7 @@ impl App {
             .and_then(|s| s.executor.as_ref())
             .map(|e| e.settings.clone())
         else {
-            self.set_status("no executor is running (--no-exec): key ignored".to_string());
+            self.set_status("no executor is running: key ignored".to_string());
             return None;
         };
 

@@ -130,7 +130,7 @@ fn executor_keys_without_executor_explain() {
         app.update(press(binding.key));
         assert_eq!(
             app.status(),
-            Some("no executor is running (--no-exec): key ignored"),
+            Some("no executor is running: key ignored"),
             "key {:?}",
             binding.key
         );
@@ -141,10 +141,7 @@ fn executor_keys_without_executor_explain() {
 fn executor_keys_before_first_snapshot_explain() {
     let mut app = App::new();
     app.update(press(key_of(Action::ToggleStrategy)));
-    assert_eq!(
-        app.status(),
-        Some("no executor is running (--no-exec): key ignored")
-    );
+    assert_eq!(app.status(), Some("no executor is running: key ignored"));
 }
 
 #[test]

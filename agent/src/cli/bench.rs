@@ -117,7 +117,7 @@ struct Report {
     per_container_userns: bool,
     inspection: bool,
     preset: Option<String>,
-    /// Which tasks' syscalls and waits were counted: this process unless a filter was given.
+    /// Tasks whose syscalls and waits were counted: this process unless a filter was given.
     traced: String,
     /// Whether the host's mount table has as many entries after the run as before it.
     host_mounts_unchanged: bool,

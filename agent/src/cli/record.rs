@@ -65,11 +65,25 @@ enum Line<'a, E: Serialize, S: Serialize> {
     Snapshot(&'a S),
 }
 
+/// Longest duration or interval accepted, about 31 years, far above any real run.
+const MAX_SECONDS: f64 = 1e9;
+
 pub fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("invalid {flag} `{value}`: give a positive number of seconds"))
+        .filter(|d| !d.is_zero() && value <= MAX_SECONDS)
+        .with_context(|| {
+            // A huge value printed in full would be hundreds of digits long.
+            let shown = if value.abs() <= MAX_SECONDS {
+                value.to_string()
+            } else {
+                format!("{value:e}")
+            };
+            format!(
+                "invalid {flag} `{shown}`: give a number of seconds above 0 and at most \
+                 {MAX_SECONDS:e}"
+            )
+        })
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {

@@ -240,6 +240,14 @@ async fn write_lines(
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line.as_bytes())).await {
             Ok(Ok(())) => {}
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return "the client closed the connection".into();
+            }
             Ok(Err(e)) => return format!("write failed: {e}"),
             Err(_) => {
                 return format!("dropped: did not read for {} s", WRITE_TIMEOUT.as_secs());

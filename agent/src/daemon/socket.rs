@@ -82,7 +82,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     // The socket is bound under a temporary name, made 0600 and then renamed, so no client
     // can connect while it has the umask's mode. Changing the umask instead would affect
     // every thread of the process, such as executor threads creating directories.
-    // A leftover of a process with the same pid is a socket file nobody listens on.
+    // A socket left by an earlier process with the same pid has no listener, so it is removed.
     let temporary = path.with_file_name(format!(".mountscope-{}", std::process::id()));
     if temporary.as_os_str().len() > SOCKET_PATH_MAX {
         // The temporary name does not fit where the final one does, so the socket is bound

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use self::btf::{Btf, KernelOffsets};
 
 /// Sampling period of the hold-time estimate, per CPU. On a 2-vCPU Linux 6.18 guest a 100 µs
-/// period added about 40% to a bind mount + umount and 20 µs about 600%; at 1 ms the cost is
+/// period added about 40% to a bind mount + umount, and 20 µs about 600%. At 1 ms the cost is
 /// within the noise, and a 30 s run still takes 60000 samples on two CPUs.
 pub const SAMPLE_PERIOD_NS: u64 = 1_000_000;
 
