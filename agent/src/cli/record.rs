@@ -111,6 +111,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    // NOTE: with --connect the agent's options apply, and probe options given here, such as
+    // --wait-sites or --hold-method, are ignored without a warning.
     if let Some(socket) = &args.connect {
         let write_line = |line: &str| writeln!(out, "{line}");
         runtime.block_on(record_from_agent(

@@ -94,6 +94,8 @@ fn export_line(export: &Export, line: serde_json::Result<String>) -> bool {
 
 pub fn run(args: WatchArgs, log_level: &str) -> anyhow::Result<()> {
     logging::to_file(log_level, &args.log_file)?;
+    // NOTE: with --connect the agent's options apply, and probe or executor options given
+    // here are ignored without a warning.
     if let Some(socket) = &args.connect {
         return run_connected(socket);
     }
