@@ -244,10 +244,35 @@ struct CalibrationDir {
     path: PathBuf,
 }
 
+/// Prefix of the calibration directories under the temporary directory, followed by the pid.
+const DIR_PREFIX: &str = "mountscope-calibrate-";
+
+/// Removes calibration directories of processes that no longer run, which a process killed
+/// with SIGKILL while calibrating leaves behind. Their mounts ended with the process, because
+/// they were made in its private mount namespace.
+fn remove_stale_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl CalibrationDir {
     fn create() -> Result<CalibrationDir, CalibrationError> {
-        let path =
-            std::env::temp_dir().join(format!("mountscope-calibrate-{}", std::process::id()));
+        remove_stale_dirs();
+        let path = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
         let result = (|| {
             fs::create_dir_all(path.join("src"))?;
             fs::create_dir_all(path.join("dst0"))?;
@@ -270,6 +295,32 @@ impl Drop for CalibrationDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pid above Linux's largest pid_max (2^22), so no process has it.
+    const DEAD_PID: u32 = 4_194_305;
+
+    #[test]
+    fn stale_dir_of_dead_process_removed() {
+        let path = std::env::temp_dir().join(format!("{DIR_PREFIX}{DEAD_PID}"));
+        fs::create_dir_all(path.join("dst0")).unwrap();
+        remove_stale_dirs();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn dir_of_live_process_kept() {
+        // The parent of the test process runs for the whole test.
+        let parent = nix::unistd::getppid().as_raw();
+        let path = std::env::temp_dir().join(format!("{DIR_PREFIX}{parent}"));
+        let created = !path.exists();
+        fs::create_dir_all(&path).unwrap();
+        remove_stale_dirs();
+        let kept = path.exists();
+        if created {
+            let _ = fs::remove_dir_all(&path);
+        }
+        assert!(kept);
+    }
 
     #[test]
     fn pick_needs_both_sides() {
