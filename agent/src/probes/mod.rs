@@ -319,14 +319,14 @@ fn attach_lock_programs(
             Err(e) => {
                 detach_all(ebpf, FENTRY_PROGRAMS);
                 let text = describe_probe_error(&e);
-                info!("fentry tier unavailable: {text}");
+                debug!("fentry tier unavailable: {text}");
                 notes.push(format!("fentry: {text}"));
             }
         }
     }
     if matches!(method, HoldMethod::Auto | HoldMethod::Kprobe) && !kprobes_available() {
         let text = "the kernel has no kprobe support (no kprobe PMU and no kprobe_events file)";
-        info!("kprobe tier unavailable: {text}");
+        debug!("kprobe tier unavailable: {text}");
         notes.push(format!("kprobe: {text}"));
     } else if matches!(method, HoldMethod::Auto | HoldMethod::Kprobe) {
         match attach_kprobes(ebpf) {
@@ -339,7 +339,7 @@ fn attach_lock_programs(
             Err(e) => {
                 detach_all(ebpf, KPROBE_PROGRAMS.iter().map(|(p, _, _)| *p));
                 let text = describe_probe_error(&e);
-                info!("kprobe tier unavailable: {text}");
+                debug!("kprobe tier unavailable: {text}");
                 notes.push(format!("kprobe: {text}"));
             }
         }
