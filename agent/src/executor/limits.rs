@@ -3,6 +3,8 @@
 
 use std::{fs, io};
 
+use nix::sys::resource::{Resource, getrlimit};
+
 use super::ExecutorError;
 
 /// File descriptors one builder may hold at once: its namespace and tree descriptors, the
@@ -127,19 +129,18 @@ fn sysctl_text(path: &str) -> String {
     read_sysctl(path).map_or_else(|| "unknown".to_string(), |value| value.to_string())
 }
 
+/// Returns the soft and hard values of `resource`, or zeros when they cannot be read.
+fn rlimit(resource: Resource) -> (u64, u64) {
+    getrlimit(resource).unwrap_or((0, 0))
+}
+
 fn hint_for_errno(errno: i32) -> Option<String> {
     let hint = match errno {
         libc::EMFILE => {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: `limit` is a valid rlimit for getrlimit to fill.
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+            let (soft, hard) = rlimit(Resource::RLIMIT_NOFILE);
             format!(
-                "EMFILE: the process reached RLIMIT_NOFILE (soft {}, hard {}); raise it with \
-                 `ulimit -n` or use fewer builders",
-                limit.rlim_cur, limit.rlim_max
+                "EMFILE: the process reached RLIMIT_NOFILE (soft {soft}, hard {hard}); raise it \
+                 with `ulimit -n` or use fewer builders"
             )
         }
         libc::ENFILE => format!(
@@ -164,17 +165,12 @@ fn hint_for_errno(errno: i32) -> Option<String> {
                          or process; free memory or use fewer builders"
             .to_string(),
         libc::EAGAIN => {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: `limit` is a valid rlimit for getrlimit to fill.
-            unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) };
+            let (soft, _) = rlimit(Resource::RLIMIT_NPROC);
             format!(
                 "EAGAIN: no new process or thread could be created (RLIMIT_NPROC soft {}, \
                  {THREADS_MAX} is {}, or the cgroup's pids.max); raise the limit or use fewer \
                  builders",
-                limit.rlim_cur,
+                soft,
                 sysctl_text(THREADS_MAX)
             )
         }
