@@ -78,6 +78,20 @@ fn config(
     config
 }
 
+/// Starts an executor, waits for `TARGET_BUILDS` builds and stops it. Returns the stopped
+/// executor, its expected mount syscalls per build and its final figures.
+fn run_to_target(config: ExecutorConfig) -> (Executor, u64, ExecutorStats) {
+    let executor = Executor::start(config).expect("executor starts");
+    let expected = executor
+        .control()
+        .expected_syscalls_per_build()
+        .expect("count resolves");
+    wait_for_builds(&executor, TARGET_BUILDS);
+    executor.stop();
+    let stats = executor.stats();
+    (executor, expected, stats)
+}
+
 fn wait_for_builds(executor: &Executor, target: u64) -> ExecutorStats {
     let deadline = Instant::now() + BUILD_TIMEOUT;
     loop {
@@ -282,14 +296,7 @@ fn inspection_doubles_syscalls() {
     let mut config = config(&store, Strategy::CommonParent, false, MountApi::Legacy);
     config.inspection = true;
 
-    let executor = Executor::start(config).expect("executor starts");
-    let expected = executor
-        .control()
-        .expected_syscalls_per_build()
-        .expect("count resolves");
-    wait_for_builds(&executor, TARGET_BUILDS);
-    executor.stop();
-    let stats = executor.stats();
+    let (_executor, expected, stats) = run_to_target(config);
 
     assert_eq!(expected, 8);
     assert_eq!(stats.failures_total, 0, "{:?}", stats.last_error);
@@ -348,14 +355,7 @@ fn per_container_userns_records_creation() {
     config.per_container_userns = true;
     config.inspection = true;
 
-    let executor = Executor::start(config).expect("executor starts");
-    let expected = executor
-        .control()
-        .expected_syscalls_per_build()
-        .expect("count resolves");
-    wait_for_builds(&executor, TARGET_BUILDS);
-    executor.stop();
-    let stats = executor.stats();
+    let (executor, expected, stats) = run_to_target(config);
     let userns_latencies = executor.control().take_userns_latencies();
 
     assert_eq!(stats.failures_total, 0, "{:?}", stats.last_error);
