@@ -241,7 +241,7 @@ impl Agent {
                 );
             }
             // The agent takes its socket and port before it loads the programs, so it serves
-            // only once its log says the programs are loaded.
+            // only once its log reports the programs as loaded.
             if UnixStream::connect(&self.socket).is_ok()
                 && TcpStream::connect(self.metrics).is_ok()
                 && self.log_text().contains("kernel programs loaded")

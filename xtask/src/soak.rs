@@ -24,7 +24,7 @@ use crate::{build, privilege};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// How long the agent runs, in minutes.
+    /// Duration of the agent run, in minutes.
     #[arg(long, default_value_t = 30)]
     pub minutes: u64,
     /// Seconds between memory samples.
@@ -81,7 +81,10 @@ impl Process {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the {} still ran 30 s after SIGTERM", self.name);
+                bail!(
+                    "timed out: the {} did not exit within 30 s of SIGTERM",
+                    self.name
+                );
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -104,8 +107,11 @@ pub fn run(args: &Args) -> Result<()> {
     if !privilege::is_root() {
         bail!("the soak runs the agent, which loads eBPF programs: run it as root");
     }
-    if args.minutes == 0 || args.sample_every == 0 {
-        bail!("invalid --minutes or --sample-every 0: give at least 1");
+    if args.minutes == 0 {
+        bail!("invalid --minutes 0: give at least 1");
+    }
+    if args.sample_every == 0 {
+        bail!("invalid --sample-every 0: give at least 1");
     }
     let binary = build::build(true)?;
     let dir = std::env::temp_dir().join(format!("mountscope-soak-{}", std::process::id()));
@@ -217,7 +223,7 @@ fn wait_for_socket(agent: &mut Process, socket: &Path) -> Result<()> {
         }
         if Instant::now() > deadline {
             bail!(
-                "the agent did not listen on {} within 30 s",
+                "timed out after 30 s waiting for the agent to listen on {}",
                 socket.display()
             );
         }

@@ -65,7 +65,7 @@ enum Line<'a, E: Serialize, S: Serialize> {
     Snapshot(&'a S),
 }
 
-/// Longest duration or interval accepted, about 31 years, far above any real run.
+/// Maximum duration or interval in seconds, about 31 years, far above any real run.
 const MAX_SECONDS: f64 = 1e9;
 
 pub fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -74,13 +74,13 @@ pub fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
         .filter(|d| !d.is_zero() && value <= MAX_SECONDS)
         .with_context(|| {
             // A huge value printed in full would be hundreds of digits long.
-            let shown = if value.abs() <= MAX_SECONDS {
+            let value_text = if value.abs() <= MAX_SECONDS {
                 value.to_string()
             } else {
                 format!("{value:e}")
             };
             format!(
-                "invalid {flag} `{shown}`: give a number of seconds above 0 and at most \
+                "invalid {flag} `{value_text}`: give a number of seconds above 0 and at most \
                  {MAX_SECONDS:e}"
             )
         })

@@ -315,11 +315,11 @@ mod tests {
         let created = !path.exists();
         fs::create_dir_all(&path).unwrap();
         remove_stale_dirs();
-        let kept = path.exists();
+        let still_exists = path.exists();
         if created {
             let _ = fs::remove_dir_all(&path);
         }
-        assert!(kept);
+        assert!(still_exists);
     }
 
     #[test]
