@@ -5,7 +5,7 @@ use mountscope_common::{Event, drop_slot};
 
 use crate::{
     hist,
-    maps::{DROPS, EVENTS},
+    maps::{DROPS, EVENTS, SWITCHES},
 };
 
 /// Unread bytes in the ring buffer above which a submit wakes the reader. Below it, the agent
@@ -34,4 +34,14 @@ pub fn submit(entry: aya_ebpf::maps::ring_buf::RingBufEntry<Event>) {
         BPF_RB_NO_WAKEUP
     };
     entry.submit(flags as u64);
+}
+
+/// Whether a record of every syscall is wanted. The agent turns this on only while a consumer
+/// reads them (`record`, or a client subscribed to events): writing a record is a large part
+/// of a traced call's cost, and the counters and histograms do not need it.
+#[inline(always)]
+pub fn syscall_records_on() -> bool {
+    SWITCHES
+        .get(mountscope_common::switch_slot::SYSCALL_RECORDS)
+        .is_some_and(|on| *on != 0)
 }

@@ -14,8 +14,8 @@ use aya_ebpf::{
 use mountscope_common::{EventKind, LockMode};
 
 use crate::{
-    events, globals, hist,
-    maps::{EXACT_STATE, HOLD_BY_SYSCALL, HOLD_HIST, HOLD_STATS, INFLIGHT},
+    events, globals, hist, inflight,
+    maps::{EXACT_STATE, HOLD_BY_SYSCALL, HOLD_HIST, HOLD_STATS},
     task,
 };
 
@@ -73,9 +73,8 @@ fn hold_ends(mode: LockMode) {
         return;
     }
     let hold_ns = now.saturating_sub(state.start_ns);
-    // SAFETY: the pointer comes from the map; the entry is copied at once.
-    let inflight = INFLIGHT.get_ptr(tid).map(|p| unsafe { *p });
-    let syscall = inflight.map(|i| i.syscall).unwrap_or(0);
+    let current = inflight::find(tid);
+    let syscall = current.map(|i| i.syscall).unwrap_or(0);
 
     hist::add_lock(&HOLD_STATS, mode.index() as u32, hold_ns, syscall != 0);
     hist::record(&HOLD_HIST, mode.index() as u32, hold_ns);
@@ -93,7 +92,7 @@ fn hold_ends(mode: LockMode) {
             (*event).pid = tgid;
             (*event).tid = tid;
             (*event).cgroup_id = task::current_cgroup();
-            (*event).mntns_id = inflight.map(|i| i.mntns_id).unwrap_or(0);
+            (*event).mntns_id = current.map(|i| i.mntns_id).unwrap_or(0);
             (*event).start_ns = state.start_ns;
             (*event).duration_ns = hold_ns;
             (*event).mode = mode as u32;

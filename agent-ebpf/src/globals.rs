@@ -4,6 +4,8 @@
 
 use core::ptr::read_volatile;
 
+use mountscope_common::INFLIGHT_SLOTS;
+
 /// Address of `namespace_sem`; 0 disables every lock program.
 #[unsafe(no_mangle)]
 static NS_SEM_ADDR: u64 = 0;
@@ -37,6 +39,11 @@ static FILTER_MNTNS: u64 = 0;
 /// mount syscalls. Off by default because a stack walk costs more than the rest of a probe.
 #[unsafe(no_mangle)]
 static WAIT_SITES_ON: u8 = 0;
+
+/// Mask applied to a thread id to pick its in-flight slot: the slot count minus one. The
+/// agent keeps the whole table; tests shrink it to make threads share slots.
+#[unsafe(no_mangle)]
+static INFLIGHT_SLOT_MASK: u32 = INFLIGHT_SLOTS - 1;
 
 /// Process whose lock contentions the calibration program records.
 #[unsafe(no_mangle)]
@@ -106,6 +113,11 @@ pub fn filter_mntns() -> u64 {
 #[inline(always)]
 pub fn wait_sites_on() -> bool {
     get(&WAIT_SITES_ON) != 0
+}
+
+#[inline(always)]
+pub fn inflight_slot_mask() -> u32 {
+    get(&INFLIGHT_SLOT_MASK)
 }
 
 #[inline(always)]

@@ -11,8 +11,8 @@ use mountscope_common::{
 };
 
 use crate::{
-    events, globals, hist,
-    maps::{DROPS, INFLIGHT, PENDING_WAITS, WAIT_BY_SYSCALL, WAIT_HIST, WAIT_STATS},
+    events, globals, hist, inflight,
+    maps::{DROPS, PENDING_WAITS, WAIT_BY_SYSCALL, WAIT_HIST, WAIT_STATS},
     task, waits,
 };
 
@@ -80,9 +80,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
             pending.holder_pid = holder_tgid;
             pending.holder_tid = holder_tid;
             pending.holder_comm = comm;
-            if let Some(inflight) = INFLIGHT.get_ptr(holder_tid) {
-                // SAFETY: the pointer comes from the map; the entry is copied at once.
-                let inflight = unsafe { *inflight };
+            if let Some(inflight) = inflight::find(holder_tid) {
                 pending.holder_syscall = inflight.syscall;
                 pending.holder_cgroup_id = inflight.cgroup_id;
             }
@@ -117,9 +115,8 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     };
 
     let wait_ns = now.saturating_sub(pending.start_ns);
-    // SAFETY: the pointer comes from the map; the entry is copied at once.
-    let inflight = INFLIGHT.get_ptr(tid).map(|p| unsafe { *p });
-    let syscall = inflight.map(|i| i.syscall).unwrap_or(0);
+    let current = inflight::find(tid);
+    let syscall = current.map(|i| i.syscall).unwrap_or(0);
 
     hist::add_lock(&WAIT_STATS, mode.index() as u32, wait_ns, syscall != 0);
     hist::record(&WAIT_HIST, mode.index() as u32, wait_ns);
@@ -137,7 +134,7 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
             (*event).pid = tgid;
             (*event).tid = tid;
             (*event).cgroup_id = task::current_cgroup();
-            (*event).mntns_id = inflight.map(|i| i.mntns_id).unwrap_or(0);
+            (*event).mntns_id = current.map(|i| i.mntns_id).unwrap_or(0);
             (*event).start_ns = pending.start_ns;
             (*event).duration_ns = wait_ns;
             (*event).mode = pending.mode;

@@ -16,6 +16,7 @@ mod events;
 mod exact;
 mod globals;
 mod hist;
+mod inflight;
 mod lock;
 mod maps;
 mod sampler;

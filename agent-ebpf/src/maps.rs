@@ -2,11 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use mountscope_common::{
     Breakdown, CalibKey, HIST_BUCKETS, Inflight, LOCK_MODE_COUNT, LockStats, PendingSiteWait,
     PendingWait, SYSCALL_COUNT, SyscallStats, WaitSiteKey, WaitSiteStats, drop_slot, sampler_slot,
+    switch_slot,
 };
 
 /// Threads that can be inside a traced syscall or a contention at once. Each thread holds at
@@ -14,7 +15,8 @@ use mountscope_common::{
 /// count of any mount storm seen, and a full map is counted in `DROPS`.
 const MAX_THREADS: u32 = 16384;
 
-/// Thread id -> the traced syscall it is in. Inserted at enter, removed at exit.
+/// Thread id -> the traced syscall it is in, for threads whose slot in `INFLIGHT_SLOTS` was
+/// held by another thread at enter. Inserted at enter, removed at exit.
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_THREADS, 0);
 
@@ -27,6 +29,10 @@ pub static SYSCALL_ERRNOS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0
 /// `contention_begin`, removed at `contention_end`.
 #[map]
 pub static PENDING_WAITS: HashMap<u32, PendingWait> = HashMap::with_max_entries(MAX_THREADS, 0);
+
+/// `switch_slot` -> a switch the agent flips at run time: 1 is on.
+#[map]
+pub static SWITCHES: Array<u32> = Array::with_max_entries(switch_slot::COUNT, 0);
 
 /// Syscall index -> call counters.
 #[map]

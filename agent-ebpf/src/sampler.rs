@@ -8,11 +8,7 @@
 use aya_ebpf::{macros::perf_event, programs::PerfEventContext};
 use mountscope_common::{RWSEM_OWNER_FLAGS_MASK, RWSEM_READER_OWNED, SYSCALL_COUNT, sampler_slot};
 
-use crate::{
-    globals, hist,
-    maps::{INFLIGHT, SAMPLER},
-    task,
-};
+use crate::{globals, hist, inflight, maps::SAMPLER, task};
 
 #[perf_event]
 pub fn sample_hold(_ctx: PerfEventContext) -> u32 {
@@ -34,9 +30,8 @@ pub fn sample_hold(_ctx: PerfEventContext) -> u32 {
     hist::count(&SAMPLER, sampler_slot::HELD_BY_CURRENT);
 
     let (_, tid) = task::current_ids();
-    if let Some(inflight) = INFLIGHT.get_ptr(tid) {
-        // SAFETY: the pointer comes from the map; the field is copied at once.
-        let syscall = unsafe { (*inflight).syscall };
+    if let Some(inflight) = inflight::find(tid) {
+        let syscall = inflight.syscall;
         if syscall >= 1 && syscall as usize <= SYSCALL_COUNT {
             hist::count(&SAMPLER, sampler_slot::BY_SYSCALL + syscall - 1);
         }

@@ -1,14 +1,15 @@
 //! Enter and exit tracepoints of the ten mount-family syscalls.
 //!
-//! Enter stores the start in `INFLIGHT` under the thread id; exit removes it on every path,
-//! then adds the call to the per-CPU counters and histogram and writes one record.
+//! Enter stores the start under the thread id (`inflight`); exit removes it on every path,
+//! then adds the call to the per-CPU counters and histogram, and writes one record while a
+//! consumer wants them.
 
 use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
 use mountscope_common::{EventKind, Inflight, MountSyscall, drop_slot, errno_key};
 
 use crate::{
-    events, hist,
-    maps::{DROPS, INFLIGHT, SYSCALL_ERRNOS, SYSCALL_HIST, SYSCALL_STATS},
+    events, hist, inflight,
+    maps::{DROPS, SYSCALL_ERRNOS, SYSCALL_HIST, SYSCALL_STATS},
     task, waits,
 };
 
@@ -35,9 +36,7 @@ fn on_enter(syscall: MountSyscall) -> u32 {
         syscall: syscall as u32,
         _pad0: 0,
     };
-    if INFLIGHT.insert(tid, entry, 0).is_err() {
-        hist::count(&DROPS, drop_slot::INFLIGHT);
-    }
+    inflight::begin(tid, entry);
     0
 }
 
@@ -62,12 +61,10 @@ fn on_exit(ctx: &TracePointContext, syscall: MountSyscall) -> u32 {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     let (tgid, tid) = task::current_ids();
-    // SAFETY: the pointer comes from the map and is read before the entry is removed.
-    let Some(inflight) = INFLIGHT.get_ptr(tid).map(|p| unsafe { *p }) else {
+    let Some(inflight) = inflight::end(tid) else {
         // Filtered out at enter, or the enter happened before the programs were attached.
         return 0;
     };
-    let _ = INFLIGHT.remove(tid);
     if inflight.syscall != syscall as u32 {
         hist::count(&DROPS, drop_slot::UNPAIRED);
         return 0;
@@ -95,6 +92,9 @@ fn on_exit(ctx: &TracePointContext, syscall: MountSyscall) -> u32 {
     }
     hist::record(&SYSCALL_HIST, index, duration_ns);
 
+    if !events::syscall_records_on() {
+        return 0;
+    }
     if let Some(mut entry) = events::reserve() {
         let event = entry.as_mut_ptr();
         // SAFETY: the entry is reserved memory of exactly one Event, written before submit.

@@ -4,8 +4,8 @@
 //! Off unless the agent sets `WAIT_SITES_ON`: taking a kernel stack at every wait roughly
 //! doubles what the probes cost a mount.
 //!
-//! Only threads with an `INFLIGHT` entry are followed, and that check comes before any stack
-//! is taken, so tasks outside mount syscalls cost one hash lookup per event.
+//! Only threads inside a traced syscall are followed, and that check comes before any stack
+//! is taken, so tasks outside mount syscalls cost one array lookup per event.
 
 use aya_ebpf::{
     macros::tracepoint,
@@ -14,10 +14,9 @@ use aya_ebpf::{
 use mountscope_common::{HIST_BUCKETS, PendingSiteWait, WaitKind, WaitSiteKey, drop_slot};
 
 use crate::{
-    globals, hist,
+    globals, hist, inflight,
     maps::{
-        DROPS, EMPTY_SITE, INFLIGHT, SITE_LOCK_WAITS, SITE_OFF_CPU, STACKS, SYSCALL_BREAKDOWN,
-        WAIT_SITES,
+        DROPS, EMPTY_SITE, SITE_LOCK_WAITS, SITE_OFF_CPU, STACKS, SYSCALL_BREAKDOWN, WAIT_SITES,
     },
 };
 
@@ -121,11 +120,10 @@ pub fn lock_wait_begins(ctx: &TracePointContext, tid: u32, lock_addr: u64, flags
     if !globals::wait_sites_on() {
         return;
     }
-    let Some(inflight) = INFLIGHT.get_ptr(tid) else {
+    let Some(inflight) = inflight::find(tid) else {
         return;
     };
-    // SAFETY: the pointer comes from the map; the field is copied at once.
-    let syscall = unsafe { (*inflight).syscall };
+    let syscall = inflight.syscall;
     let wait = PendingSiteWait {
         start_ns: now_ns(),
         lock_addr,
@@ -168,14 +166,13 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     // The task switching out is the current task, so its stack is the stack it blocked in.
     // A thread in a lock wait is already timed by the lock tracepoints, so its off-CPU span
     // is not counted twice.
-    // INFLIGHT is checked first because most switched-out tasks are in no mount syscall, so
-    // the common case costs one lookup.
+    // The in-flight entry is checked first because most switched-out tasks are in no mount syscall, so
+    // the common case costs one array lookup.
     if prev_pid != 0
-        && let Some(inflight) = INFLIGHT.get_ptr(prev_pid)
+        && let Some(inflight) = inflight::find(prev_pid)
         && SITE_LOCK_WAITS.get_ptr(prev_pid).is_none()
     {
-        // SAFETY: the pointer comes from the map; the field is copied at once.
-        let syscall = unsafe { (*inflight).syscall };
+        let syscall = inflight.syscall;
         let kind = if prev_state == 0 {
             WaitKind::Preempted
         } else {

@@ -341,6 +341,20 @@ impl SocketClient {
         }
     }
 
+    /// Reads lines up to the next snapshot and returns how many were mount syscall events.
+    fn mount_events_until_snapshot(&mut self) -> usize {
+        let mut mount_events = 0;
+        loop {
+            let line = self.next();
+            if line["type"] == "snapshot" {
+                return mount_events;
+            }
+            if line["type"] == "event" && line["kind"] == "syscall" && line["syscall"] == "mount" {
+                mount_events += 1;
+            }
+        }
+    }
+
     fn subscribe_snapshots(&mut self) {
         self.send(br#"{"subscribe": {"snapshots": true, "events": false}}"#);
         self.next_of_type("ok");
@@ -640,6 +654,17 @@ fn agent_serves_socket_and_metrics() {
         "ENOENT counter delta"
     );
 
+    // Per-call records are written only while a client subscribes to events. The agent turns
+    // them on before it publishes a snapshot, so every mount after the subscriber's first
+    // snapshot arrives as an event, at the latest with the second snapshot after the mounts.
+    let mut listener = SocketClient::connect(&agent.socket);
+    listener.send(br#"{"subscribe": {"snapshots": true, "events": true}}"#);
+    listener.mount_events_until_snapshot();
+    namespace.call(NsRequest::BindMounts(BINDS));
+    let streamed = listener.mount_events_until_snapshot() + listener.mount_events_until_snapshot();
+    assert_eq!(streamed, BINDS, "mount events streamed to the subscriber");
+    drop(listener);
+
     // A reset clears snapshot totals but not the exported counters.
     let mut resetter = SocketClient::connect(&agent.socket);
     resetter.send(br#"{"reset": true}"#);
@@ -653,7 +678,7 @@ fn agent_serves_socket_and_metrics() {
     );
     assert_eq!(
         mounts_after_reset,
-        mounts + FAILED as f64,
+        mounts + (FAILED + BINDS) as f64,
         "counter after reset"
     );
 
@@ -691,4 +716,54 @@ fn agent_serves_socket_and_metrics() {
     assert!(log.contains("client disconnected"), "{log}");
     assert!(log.contains("rejected a malformed request"), "{log}");
     assert!(log.contains("SIGTERM received"), "{log}");
+}
+
+/// `record` writes a line per mount syscall, and with `--snapshots-only` none.
+#[test]
+fn record_writes_a_line_per_call() {
+    let Some(binary) = preconditions() else {
+        return;
+    };
+    let dir = TempDir::new("record");
+    let scratch = dir.0.join("scratch");
+    fs::create_dir_all(scratch.join("src")).unwrap();
+    fs::create_dir_all(scratch.join("dst")).unwrap();
+    let namespace = Namespace::start(scratch);
+
+    let mut mount_lines = Vec::new();
+    for (name, extra) in [("all", None), ("snapshots", Some("--snapshots-only"))] {
+        let output = dir.0.join(format!("{name}.jsonl"));
+        let mut child = Command::new(&binary)
+            .args(["record", "--duration", "4", "--interval", "0.5", "--mntns"])
+            .arg(namespace.mntns_id.to_string())
+            .arg("--output")
+            .arg(&output)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.0.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .expect("failed to start record");
+        // The first snapshot line shows that the probes are attached.
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !fs::read_to_string(&output).is_ok_and(|t| t.contains("\"type\":\"snapshot\"")) {
+            assert!(Instant::now() < deadline, "record wrote no snapshot");
+            thread::sleep(Duration::from_millis(100));
+        }
+        namespace.call(NsRequest::BindMounts(5));
+        let status = child.wait().unwrap();
+        assert!(status.success(), "record exit status {status}");
+        let text = fs::read_to_string(&output).unwrap();
+        let count = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["type"] == "event" && v["kind"] == "syscall" && v["syscall"] == "mount")
+            .count();
+        mount_lines.push(count);
+    }
+    assert_eq!(mount_lines[0], 5, "mount lines of `record`");
+    assert_eq!(
+        mount_lines[1], 0,
+        "mount lines of `record --snapshots-only`"
+    );
 }

@@ -20,7 +20,7 @@ use mountscope_agent::{
     collect::{Collector, event::EventRecord, totals::Totals},
     probes::{Filters, HoldMethod, ProbeError, ProbeOptions, Probes, calibrate},
 };
-use mountscope_common::{HolderKind, LockMode, MountSyscall, snapshot::TierKind};
+use mountscope_common::{HolderKind, LockMode, MountSyscall, drop_slot, snapshot::TierKind};
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sched::{CloneFlags, unshare},
@@ -101,12 +101,12 @@ fn enter_private_namespace() -> u64 {
 fn in_namespace_with_probes<T: Send + 'static>(
     body: impl FnOnce(&mut Collector, u64) -> T + Send + 'static,
 ) -> T {
-    in_namespace_with(false, body)
+    in_namespace_with(|_| {}, body)
 }
 
-/// Like `in_namespace_with_probes`, with wait sites recorded when `wait_sites` is set.
+/// Like `in_namespace_with_probes`, with the probe options changed by `tweak` first.
 fn in_namespace_with<T: Send + 'static>(
-    wait_sites: bool,
+    tweak: impl FnOnce(&mut ProbeOptions) + Send + 'static,
     body: impl FnOnce(&mut Collector, u64) -> T + Send + 'static,
 ) -> T {
     let address = lock_address();
@@ -119,15 +119,18 @@ fn in_namespace_with<T: Send + 'static>(
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let options = ProbeOptions {
+            let mut options = ProbeOptions {
                 filters: Filters {
                     mntns_id: Some(mntns),
                     ..Filters::default()
                 },
                 hold_method: HoldMethod::Auto,
                 lock_address: Some(address),
-                wait_sites,
+                wait_sites: false,
+                syscall_records: true,
+                inflight_slots: None,
             };
+            tweak(&mut options);
             let probes = Probes::load(&options).expect("load the probes");
             let mut collector = Collector::new(probes).expect("create the collector");
             body(&mut collector, mntns)
@@ -211,6 +214,99 @@ fn bind_mount_missing(src: &Path, missing: &Path) {
         None::<&str>,
     );
     assert_eq!(result, Err(nix::errno::Errno::ENOENT));
+}
+
+fn syscall_records(events: &[EventRecord]) -> usize {
+    events.iter().filter(|e| e.kind == "syscall").count()
+}
+
+#[test]
+fn counters_exact_without_syscall_records() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("norecords");
+    let (src, dst) = (scratch.src(), scratch.dst());
+    let (totals, events) = in_namespace_with(
+        |o| o.syscall_records = false,
+        move |collector, _| {
+            bind_and_unmount(&src, &dst, 10);
+            (
+                collector.totals_since_reset().unwrap(),
+                drain_all(collector),
+            )
+        },
+    );
+    assert_eq!(calls(&totals, MountSyscall::Mount), 10);
+    assert_eq!(calls(&totals, MountSyscall::Umount2), 10);
+    assert_eq!(syscall_records(&events), 0, "{events:?}");
+}
+
+#[test]
+fn syscall_records_follow_the_switch() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("switch");
+    let (src, dst) = (scratch.src(), scratch.dst());
+    let (before, after, off_again) = in_namespace_with(
+        |o| o.syscall_records = false,
+        move |collector, _| {
+            bind_and_unmount(&src, &dst, 2);
+            let before = syscall_records(&drain_all(collector));
+            collector.set_syscall_records(true).unwrap();
+            bind_and_unmount(&src, &dst, 3);
+            let after = syscall_records(&drain_all(collector));
+            collector.set_syscall_records(false).unwrap();
+            bind_and_unmount(&src, &dst, 4);
+            (before, after, syscall_records(&drain_all(collector)))
+        },
+    );
+    assert_eq!(before, 0);
+    // Three mounts and three umounts.
+    assert_eq!(after, 6);
+    assert_eq!(off_again, 0);
+}
+
+/// With a single in-flight slot, every thread but one inside a mount syscall keeps its entry
+/// in the overflow hash map; the counts must come out exact all the same.
+#[test]
+fn threads_sharing_one_slot_counted_exactly() {
+    if !is_root() {
+        return;
+    }
+    const THREADS: usize = 4;
+    const PAIRS: usize = 150;
+    let scratch = Scratch::new("oneslot");
+    let src = scratch.src();
+    let dsts: Vec<PathBuf> = (0..THREADS)
+        .map(|i| {
+            let d = scratch.0.join(format!("dst{i}"));
+            fs::create_dir_all(&d).unwrap();
+            d
+        })
+        .collect();
+    let totals = in_namespace_with(
+        |o| o.inflight_slots = Some(1),
+        move |collector, _| {
+            let threads: Vec<_> = dsts
+                .into_iter()
+                .map(|dst| {
+                    let src = src.clone();
+                    thread::spawn(move || bind_and_unmount(&src, &dst, PAIRS))
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            collector.totals_since_reset().unwrap()
+        },
+    );
+    let expected = (THREADS * PAIRS) as u64;
+    assert_eq!(calls(&totals, MountSyscall::Mount), expected);
+    assert_eq!(calls(&totals, MountSyscall::Umount2), expected);
+    assert_eq!(totals.drops[drop_slot::UNPAIRED as usize], 0);
+    assert_eq!(totals.drops[drop_slot::INFLIGHT as usize], 0);
 }
 
 #[test]
@@ -495,33 +591,36 @@ fn snapshot_of_loops_with(
             d
         })
         .collect();
-    in_namespace_with(wait_sites, move |collector, _| {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for dst in dsts {
-            let (src, stop) = (src.clone(), Arc::clone(&stop));
-            threads.push(thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    bind_and_unmount(&src, &dst, 1);
-                }
-            }));
-        }
-        if reader {
-            let stop = Arc::clone(&stop);
-            threads.push(thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = fs::read("/proc/self/mountinfo");
-                }
-            }));
-        }
-        thread::sleep(period);
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().unwrap();
-        }
-        collector.drain(|_| true);
-        collector.snapshot(None).unwrap()
-    })
+    in_namespace_with(
+        move |o| o.wait_sites = wait_sites,
+        move |collector, _| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut threads = Vec::new();
+            for dst in dsts {
+                let (src, stop) = (src.clone(), Arc::clone(&stop));
+                threads.push(thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        bind_and_unmount(&src, &dst, 1);
+                    }
+                }));
+            }
+            if reader {
+                let stop = Arc::clone(&stop);
+                threads.push(thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = fs::read("/proc/self/mountinfo");
+                    }
+                }));
+            }
+            thread::sleep(period);
+            stop.store(true, Ordering::Relaxed);
+            for t in threads {
+                t.join().unwrap();
+            }
+            collector.drain(|_| true);
+            collector.snapshot(None).unwrap()
+        },
+    )
 }
 
 fn top_site_of(

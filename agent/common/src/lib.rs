@@ -217,7 +217,12 @@ pub struct Event {
 
 const _: () = assert!(core::mem::size_of::<Event>() == 120);
 
-/// A thread's traced syscall in progress, kept in the `INFLIGHT` map between enter and exit.
+/// Slots of the in-flight array, a power of two. Two threads collide only when both are inside
+/// a mount syscall at once and their ids agree in the low 14 bits; the second then takes a
+/// slower hash map.
+pub const INFLIGHT_SLOTS: u32 = 1 << 14;
+
+/// A thread's traced syscall in progress, kept between enter and exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Inflight {
@@ -301,6 +306,13 @@ pub const ERRNO_MAX: u32 = 255;
 pub const fn errno_key(syscall_index: u32, errno: u32) -> u32 {
     let errno = if errno > ERRNO_MAX { ERRNO_MAX } else { errno };
     (syscall_index << 16) | errno
+}
+
+/// Slots of the `SWITCHES` array, which the agent writes while the programs run.
+pub mod switch_slot {
+    /// 1 while a consumer wants a ring-buffer record of every traced syscall.
+    pub const SYSCALL_RECORDS: u32 = 0;
+    pub const COUNT: u32 = 1;
 }
 
 pub mod drop_slot {

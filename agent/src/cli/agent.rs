@@ -197,7 +197,12 @@ async fn collect(
     publish(session, hub, metrics)
 }
 
+/// Reads the ring buffer into the event stream. Per-call syscall records are written only
+/// while a client is subscribed to events, so the switch follows the subscriptions here.
 fn drain(session: &mut Session, hub: &Hub) {
+    if let Err(e) = session.collector.set_syscall_records(hub.wants_events()) {
+        warn!("{e:#}");
+    }
     session.collector.drain(|event| {
         hub.publish_event(&event);
         true

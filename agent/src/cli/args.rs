@@ -103,6 +103,8 @@ impl FilterArgs {
             hold_method: self.hold_method,
             lock_address: None,
             wait_sites: self.wait_sites,
+            syscall_records: false,
+            inflight_slots: None,
         })
     }
 }

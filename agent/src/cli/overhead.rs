@@ -21,7 +21,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use mountscope_agent::{
     collect::Collector,
-    probes::{ProbeOptions, Probes, calibrate},
+    probes::{HoldMethod, ProbeOptions, Probes, calibrate},
 };
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
@@ -75,8 +75,12 @@ BEGIN { printf("attached\n"); }
 enum Condition {
     /// No probes.
     Bare,
-    /// mountscope's default probes.
+    /// mountscope's default probes, as `watch` and `bench` load them.
     Mountscope,
+    /// The default probes without the hold-time estimate's cpu-clock sampler.
+    MountscopeNoHold,
+    /// The default probes writing a record of every call, as `record` loads them.
+    MountscopeRecords,
     /// mountscope's probes with `--wait-sites`: every probe it has.
     MountscopeWaitSites,
     /// The bpftrace latency script.
@@ -90,6 +94,8 @@ impl Condition {
         match self {
             Condition::Bare => "without probes",
             Condition::Mountscope => "mountscope",
+            Condition::MountscopeNoHold => "mountscope --hold-method none",
+            Condition::MountscopeRecords => "mountscope, a record per call",
             Condition::MountscopeWaitSites => "mountscope --wait-sites",
             Condition::Bpftrace => "bpftrace script",
             Condition::BpftraceEmpty => "bpftrace, empty programs",
@@ -109,8 +115,8 @@ struct Report {
     bpftrace_note: Option<String>,
 }
 
-/// Medians over rounds of the mean wall-clock and CPU time of one bind mount + umount pair,
-/// and their ratios to the condition without probes.
+/// Medians over rounds of the wall-clock and CPU time of one bind mount + umount pair (each
+/// round's figure is its median batch), and their ratios to the condition without probes.
 #[derive(Debug, Serialize)]
 struct Row {
     condition: Condition,
@@ -154,32 +160,52 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// shows what tracing costs the rest of the host.
 const OTHER_CALLS: u32 = 200_000;
 
+/// Bind mount + umount pairs timed together. Each round reports the median batch, so an
+/// interrupt, a page of other work or a slow spell of the host spoils one batch instead of
+/// the round's mean.
+const PAIRS_PER_BATCH: u32 = 100;
+
+/// getppid calls timed together.
+const CALLS_PER_BATCH: u32 = 10_000;
+
 /// Times the mount loop and then the getppid loop, after the settling pause.
 fn timed_loop(src: &Path, dst: &Path, iterations: u32) -> anyhow::Result<Timing> {
     std::thread::sleep(SETTLE);
     let mut timing = time_loop(src, dst, iterations)?;
-    let started = Instant::now();
-    for _ in 0..OTHER_CALLS {
-        // SAFETY: getppid takes no arguments and touches no memory.
-        std::hint::black_box(unsafe { libc::getppid() });
+    let mut batches = Vec::new();
+    for _ in 0..OTHER_CALLS.div_ceil(CALLS_PER_BATCH) {
+        let started = Instant::now();
+        for _ in 0..CALLS_PER_BATCH {
+            // SAFETY: getppid takes no arguments and touches no memory.
+            std::hint::black_box(unsafe { libc::getppid() });
+        }
+        batches.push(started.elapsed().as_nanos() as f64 / f64::from(CALLS_PER_BATCH));
     }
-    timing.getppid_ns = started.elapsed().as_nanos() as f64 / f64::from(OTHER_CALLS);
+    timing.getppid_ns = median(batches);
     Ok(timing)
 }
 
-/// Mean wall-clock and CPU nanoseconds of one bind mount + umount pair over `iterations`.
+/// Wall-clock and CPU nanoseconds of one bind mount + umount pair: the median over batches of
+/// `PAIRS_PER_BATCH` pairs, `iterations` pairs in all (rounded up to whole batches).
 fn time_loop(src: &Path, dst: &Path, iterations: u32) -> anyhow::Result<Timing> {
-    let started = Instant::now();
-    let cpu_started = thread_cpu_ns();
-    for _ in 0..iterations {
-        mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .with_context(|| format!("failed to bind-mount {}", dst.display()))?;
-        umount2(dst, MntFlags::empty())
-            .with_context(|| format!("failed to unmount {}", dst.display()))?;
+    let batches = iterations.div_ceil(PAIRS_PER_BATCH);
+    let mut wall = Vec::with_capacity(batches as usize);
+    let mut cpu = Vec::with_capacity(batches as usize);
+    for _ in 0..batches {
+        let started = Instant::now();
+        let cpu_started = thread_cpu_ns();
+        for _ in 0..PAIRS_PER_BATCH {
+            mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .with_context(|| format!("failed to bind-mount {}", dst.display()))?;
+            umount2(dst, MntFlags::empty())
+                .with_context(|| format!("failed to unmount {}", dst.display()))?;
+        }
+        cpu.push((thread_cpu_ns() - cpu_started) / f64::from(PAIRS_PER_BATCH));
+        wall.push(started.elapsed().as_nanos() as f64 / f64::from(PAIRS_PER_BATCH));
     }
     Ok(Timing {
-        wall_ns: started.elapsed().as_nanos() as f64 / iterations as f64,
-        cpu_ns: (thread_cpu_ns() - cpu_started) / iterations as f64,
+        wall_ns: median(wall),
+        cpu_ns: median(cpu),
         getppid_ns: 0.0,
     })
 }
@@ -342,7 +368,7 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "kernel {}, tier {}\n{} bind mount + umount pairs per round, {} rounds per condition, \
-             {} ms pause before each, median of round means\n",
+             {} ms pause before each, median of batch medians\n",
             report.kernel, report.tier, report.iterations, report.rounds, report.settle_ms
         );
         print!("{}", render(&report));
@@ -354,13 +380,13 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
 fn render(report: &Report) -> String {
     let us = |ns: f64| ns / 1000.0;
     let mut out = String::from(
-        "                           bind mount + umount pair         getppid\n\
-         \x20                           wall µs  ratio     CPU µs  ratio     ns  ratio\n",
+        "                                 bind mount + umount pair         getppid\n\
+         \x20                                 wall µs  ratio     CPU µs  ratio     ns  ratio\n",
     );
     for row in &report.rows {
         if row.condition == Condition::Bare {
             out.push_str(&format!(
-                "{:<26}{:>9.2}         {:>10.2}         {:>6.0}\n",
+                "{:<32}{:>9.2}         {:>10.2}         {:>6.0}\n",
                 row.condition.label(),
                 us(row.wall_ns),
                 us(row.cpu_ns),
@@ -368,7 +394,7 @@ fn render(report: &Report) -> String {
             ));
         } else {
             out.push_str(&format!(
-                "{:<26}{:>9.2}  {:.3}  {:>10.2}  {:.3}  {:>6.0}  {:.3}\n",
+                "{:<32}{:>9.2}  {:.3}  {:>10.2}  {:.3}  {:>6.0}  {:.3}\n",
                 row.condition.label(),
                 us(row.wall_ns),
                 row.wall_ratio,
@@ -397,9 +423,18 @@ fn time_condition(
 ) -> anyhow::Result<Timing> {
     match condition {
         Condition::Bare => timed_loop(src, dst, iterations),
-        Condition::Mountscope | Condition::MountscopeWaitSites => {
+        Condition::Mountscope
+        | Condition::MountscopeNoHold
+        | Condition::MountscopeRecords
+        | Condition::MountscopeWaitSites => {
             let options = ProbeOptions {
+                hold_method: if condition == Condition::MountscopeNoHold {
+                    HoldMethod::None
+                } else {
+                    options.hold_method
+                },
                 wait_sites: condition == Condition::MountscopeWaitSites,
+                syscall_records: condition == Condition::MountscopeRecords,
                 ..options.clone()
             };
             let probes = Probes::load(&options).context("failed to load the kernel programs")?;
@@ -450,6 +485,8 @@ fn measure(
     let mut conditions = vec![
         Condition::Bare,
         Condition::Mountscope,
+        Condition::MountscopeNoHold,
+        Condition::MountscopeRecords,
         Condition::MountscopeWaitSites,
     ];
     let mut bpftrace_note = (!use_bpftrace).then(|| "--no-bpftrace was given".to_string());

@@ -9,10 +9,13 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use mountscope_agent::daemon::{
-    client::Client,
-    protocol::{Request, StreamLine},
-    socket::DEFAULT_SOCKET,
+use mountscope_agent::{
+    daemon::{
+        client::Client,
+        protocol::{Request, StreamLine},
+        socket::DEFAULT_SOCKET,
+    },
+    probes::ProbeOptions,
 };
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -92,7 +95,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .map(|d| seconds(d, "--duration"))
         .transpose()?;
     let period = seconds(args.interval, "--interval")?;
-    let options = args.filters.probe_options()?;
+    let options = ProbeOptions {
+        // Every call becomes an event line unless only snapshots are wanted.
+        syscall_records: !args.snapshots_only,
+        ..args.filters.probe_options()?
+    };
     let executor = args.exec.then(|| args.executor.config());
     if let Some(config) = &executor {
         config.validate()?;

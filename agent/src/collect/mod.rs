@@ -92,6 +92,11 @@ impl Collector {
         &self.probes
     }
 
+    /// Turns the per-call syscall records on or off; see [`Probes::set_syscall_records`].
+    pub fn set_syscall_records(&mut self, on: bool) -> anyhow::Result<()> {
+        Ok(self.probes.set_syscall_records(on)?)
+    }
+
     /// Waits until the kernel signals that the ring buffer is filling up.
     pub async fn ring_readable(&mut self) -> std::io::Result<()> {
         let mut guard = self.ring.readable_mut().await?;

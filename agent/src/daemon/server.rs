@@ -77,6 +77,11 @@ impl Hub {
         let _ = self.events.send(line.into());
     }
 
+    /// Returns whether some client is subscribed to events.
+    pub fn wants_events(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     /// Returns whether some client has not yet taken every published line.
     pub fn has_pending(&self) -> bool {
         !self.snapshots.is_empty() || !self.events.is_empty()

@@ -12,14 +12,16 @@ pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::Array,
     programs::{
         FEntry, FExit, KProbe, PerfEvent, ProgramError, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
 use mountscope_common::{
-    MountSyscall,
+    INFLIGHT_SLOTS, MountSyscall,
     snapshot::{AddressSource, LockAddress, Tier, TierKind},
+    switch_slot,
 };
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -96,6 +98,15 @@ pub struct ProbeOptions {
     /// Record wait sites: the kernel stack of every lock wait and off-CPU span inside a mount
     /// syscall. Off by default because the stack walks cost more than the other probes.
     pub wait_sites: bool,
+    /// Write a ring-buffer record of every traced syscall from the start. The counters and
+    /// histograms do not need them, and a record costs about as much as the rest of the
+    /// probe, so only consumers of per-call events turn this on (see
+    /// [`Probes::set_syscall_records`]).
+    pub syscall_records: bool,
+    /// Use only this many in-flight slots (a power of two, at most `INFLIGHT_SLOTS`) instead
+    /// of all. Tests set 1 so that concurrent threads share a slot and take the hash map.
+    #[doc(hidden)]
+    pub inflight_slots: Option<u32>,
 }
 
 /// The loaded programs. Dropping this detaches and unloads everything.
@@ -110,6 +121,8 @@ pub struct Probes {
     pub wait_sites: bool,
     /// Whether the cpu-clock sampler runs, so that the snapshot has a hold estimate.
     pub hold_sampled: bool,
+    /// Whether the syscall programs write a record of every call.
+    syscall_records: bool,
 }
 
 impl Probes {
@@ -138,6 +151,13 @@ impl Probes {
         let cgroup = filters.cgroup_id.unwrap_or(0);
         let mntns = filters.mntns_id.unwrap_or(0);
         let wait_sites_on = u8::from(options.wait_sites);
+        let slots = options.inflight_slots.unwrap_or(INFLIGHT_SLOTS);
+        if !slots.is_power_of_two() || slots > INFLIGHT_SLOTS {
+            return Err(ProbeError::System(format!(
+                "invalid in-flight slot count {slots}: give a power of two up to {INFLIGHT_SLOTS}"
+            )));
+        }
+        let slot_mask = slots - 1;
         let mut ebpf = EbpfLoader::new()
             .override_global("NS_SEM_ADDR", &address, true)
             .override_global("OFF_RWSEM_OWNER", &offsets.rwsem_owner, true)
@@ -151,7 +171,13 @@ impl Probes {
             .override_global("FILTER_CGROUP", &cgroup, true)
             .override_global("FILTER_MNTNS", &mntns, true)
             .override_global("WAIT_SITES_ON", &wait_sites_on, true)
+            .override_global("INFLIGHT_SLOT_MASK", &slot_mask, true)
             .load(object::EBPF_OBJECT)?;
+        write_switch(
+            &mut ebpf,
+            switch_slot::SYSCALL_RECORDS,
+            options.syscall_records,
+        )?;
 
         for syscall in MountSyscall::ALL {
             let name = syscall.tracepoint_name();
@@ -217,8 +243,34 @@ impl Probes {
             notes,
             wait_sites,
             hold_sampled,
+            syscall_records: options.syscall_records,
         })
     }
+
+    /// Turns the per-call syscall records on or off while the programs run.
+    pub fn set_syscall_records(&mut self, on: bool) -> Result<(), ProbeError> {
+        if on != self.syscall_records {
+            write_switch(&mut self.ebpf, switch_slot::SYSCALL_RECORDS, on)?;
+            self.syscall_records = on;
+        }
+        Ok(())
+    }
+
+    pub fn syscall_records(&self) -> bool {
+        self.syscall_records
+    }
+}
+
+/// Sets one slot of the `SWITCHES` array that the programs read at every call.
+fn write_switch(ebpf: &mut Ebpf, slot: u32, on: bool) -> Result<(), ProbeError> {
+    let map = ebpf.map_mut("SWITCHES").ok_or_else(|| {
+        ProbeError::System("map `SWITCHES` is missing from the eBPF object".into())
+    })?;
+    let mut switches = Array::<_, u32>::try_from(map)
+        .map_err(|e| ProbeError::System(format!("map `SWITCHES`: {e}")))?;
+    switches
+        .set(slot, u32::from(on), 0)
+        .map_err(|e| ProbeError::System(format!("failed to write map `SWITCHES`: {e}")))
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels before 5.11 that charge BPF maps to it. Newer kernels
