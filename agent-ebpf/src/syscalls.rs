@@ -1,10 +1,16 @@
-//! Enter and exit tracepoints of the ten mount-family syscalls.
+//! Enter and exit probes of the ten mount-family syscalls: fentry/fexit on the syscall
+//! functions where the kernel allows them, otherwise the `syscalls:` tracepoints. The two
+//! sets run the same code; the agent attaches one of them.
 //!
 //! Enter stores the start under the thread id (`inflight`); exit removes it on every path,
 //! then adds the call to the per-CPU counters and histogram, and writes one record while a
 //! consumer wants them.
 
-use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_comm,
+    macros::{fentry, fexit, tracepoint},
+    programs::{FEntryContext, FExitContext, TracePointContext},
+};
 use mountscope_common::{EventKind, Inflight, MountSyscall, drop_slot, errno_key};
 
 use crate::{
@@ -57,7 +63,7 @@ fn count_errno(index: u32, errno: u32) {
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext, syscall: MountSyscall) -> u32 {
+fn on_exit(ret: i64, syscall: MountSyscall) -> u32 {
     // SAFETY: the helper has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     let (tgid, tid) = task::current_ids();
@@ -70,8 +76,6 @@ fn on_exit(ctx: &TracePointContext, syscall: MountSyscall) -> u32 {
         return 0;
     }
 
-    // SAFETY: `ret` is a `long` at this offset in every sys_exit record.
-    let ret: i64 = unsafe { ctx.read_at(EXIT_RET_OFFSET) }.unwrap_or(0);
     let duration_ns = now.saturating_sub(inflight.start_ns);
     let index = syscall.index() as u32;
 
@@ -116,9 +120,20 @@ fn on_exit(ctx: &TracePointContext, syscall: MountSyscall) -> u32 {
     0
 }
 
-/// Defines the enter and exit programs of one syscall.
+/// Defines the enter and exit programs of one syscall: a tracepoint pair and an
+/// fentry/fexit pair. The fentry targets named here are placeholders; the agent loads each
+/// program against the syscall function of the running architecture, such as
+/// `__x64_sys_mount`.
 macro_rules! syscall_programs {
-    ($enter:ident, $exit:ident, $tp_enter:literal, $tp_exit:literal, $syscall:expr) => {
+    (
+        $enter:ident,
+        $exit:ident,
+        $fentry:ident,
+        $fexit:ident,
+        $tp_enter:literal,
+        $tp_exit:literal,
+        $syscall:expr
+    ) => {
         #[tracepoint(category = "syscalls", name = $tp_enter)]
         pub fn $enter(_ctx: TracePointContext) -> u32 {
             on_enter($syscall)
@@ -126,7 +141,21 @@ macro_rules! syscall_programs {
 
         #[tracepoint(category = "syscalls", name = $tp_exit)]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            on_exit(&ctx, $syscall)
+            // SAFETY: `ret` is a `long` at this offset in every sys_exit record.
+            let ret: i64 = unsafe { ctx.read_at(EXIT_RET_OFFSET) }.unwrap_or(0);
+            on_exit(ret, $syscall)
+        }
+
+        #[fentry(function = "__x64_sys_mount")]
+        pub fn $fentry(_ctx: FEntryContext) -> u32 {
+            on_enter($syscall)
+        }
+
+        /// The syscall function takes one argument, the saved registers, so its return
+        /// value is argument 1.
+        #[fexit(function = "__x64_sys_mount")]
+        pub fn $fexit(ctx: FExitContext) -> u32 {
+            on_exit(ctx.arg::<i64>(1), $syscall)
         }
     };
 }
@@ -134,6 +163,8 @@ macro_rules! syscall_programs {
 syscall_programs!(
     enter_mount,
     exit_mount,
+    fentry_sys_mount,
+    fexit_sys_mount,
     "sys_enter_mount",
     "sys_exit_mount",
     MountSyscall::Mount
@@ -141,6 +172,8 @@ syscall_programs!(
 syscall_programs!(
     enter_umount,
     exit_umount,
+    fentry_sys_umount,
+    fexit_sys_umount,
     "sys_enter_umount",
     "sys_exit_umount",
     MountSyscall::Umount2
@@ -148,6 +181,8 @@ syscall_programs!(
 syscall_programs!(
     enter_move_mount,
     exit_move_mount,
+    fentry_sys_move_mount,
+    fexit_sys_move_mount,
     "sys_enter_move_mount",
     "sys_exit_move_mount",
     MountSyscall::MoveMount
@@ -155,6 +190,8 @@ syscall_programs!(
 syscall_programs!(
     enter_open_tree,
     exit_open_tree,
+    fentry_sys_open_tree,
+    fexit_sys_open_tree,
     "sys_enter_open_tree",
     "sys_exit_open_tree",
     MountSyscall::OpenTree
@@ -162,6 +199,8 @@ syscall_programs!(
 syscall_programs!(
     enter_open_tree_attr,
     exit_open_tree_attr,
+    fentry_sys_open_tree_attr,
+    fexit_sys_open_tree_attr,
     "sys_enter_open_tree_attr",
     "sys_exit_open_tree_attr",
     MountSyscall::OpenTreeAttr
@@ -169,6 +208,8 @@ syscall_programs!(
 syscall_programs!(
     enter_fsopen,
     exit_fsopen,
+    fentry_sys_fsopen,
+    fexit_sys_fsopen,
     "sys_enter_fsopen",
     "sys_exit_fsopen",
     MountSyscall::Fsopen
@@ -176,6 +217,8 @@ syscall_programs!(
 syscall_programs!(
     enter_fsconfig,
     exit_fsconfig,
+    fentry_sys_fsconfig,
+    fexit_sys_fsconfig,
     "sys_enter_fsconfig",
     "sys_exit_fsconfig",
     MountSyscall::Fsconfig
@@ -183,6 +226,8 @@ syscall_programs!(
 syscall_programs!(
     enter_fsmount,
     exit_fsmount,
+    fentry_sys_fsmount,
+    fexit_sys_fsmount,
     "sys_enter_fsmount",
     "sys_exit_fsmount",
     MountSyscall::Fsmount
@@ -190,6 +235,8 @@ syscall_programs!(
 syscall_programs!(
     enter_fspick,
     exit_fspick,
+    fentry_sys_fspick,
+    fexit_sys_fspick,
     "sys_enter_fspick",
     "sys_exit_fspick",
     MountSyscall::Fspick
@@ -197,6 +244,8 @@ syscall_programs!(
 syscall_programs!(
     enter_mount_setattr,
     exit_mount_setattr,
+    fentry_sys_mount_setattr,
+    fexit_sys_mount_setattr,
     "sys_enter_mount_setattr",
     "sys_exit_mount_setattr",
     MountSyscall::MountSetattr

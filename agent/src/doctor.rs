@@ -10,7 +10,7 @@ use aya::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
-use mountscope_common::snapshot::{AddressSource, LockAddress, Tier, TierKind};
+use mountscope_common::snapshot::{AddressSource, LockAddress, SyscallProbes, Tier, TierKind};
 use serde::Serialize;
 
 use crate::probes::{
@@ -46,6 +46,8 @@ pub struct Report {
     pub checks: Vec<Check>,
     pub lock_address: Option<LockAddress>,
     pub tier: Tier,
+    /// How mount syscalls will be timed: fentry/fexit where the fentry check passes.
+    pub syscall_probes: SyscallProbes,
 }
 
 impl Report {
@@ -193,8 +195,12 @@ pub fn run() -> Report {
             kind: TierKind::SyscallsOnly,
             reason: String::new(),
         },
+        syscall_probes: SyscallProbes::Tracepoints,
     };
     report.tier = choose_tier(&report);
+    if report.passed("fentry") {
+        report.syscall_probes = SyscallProbes::Fentry;
+    }
     report
 }
 
@@ -450,9 +456,10 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("{:<width$}  {:<8} {}\n", c.what, status, c.detail));
     }
     out.push_str(&format!(
-        "\ntier: {}\nwhy:  {}\n",
+        "\ntier: {}\nwhy:  {}\nsyscalls timed with: {}\n",
         report.tier.kind.label(),
-        report.tier.reason
+        report.tier.reason,
+        report.syscall_probes.label()
     ));
     if !Path::new(VMLINUX_BTF).exists() {
         out.push_str("note: without kernel BTF mountscope cannot run\n");

@@ -25,7 +25,7 @@ use mountscope_agent::{
 };
 use mountscope_common::{
     HolderKind, MountSyscall,
-    snapshot::{Tier, TierKind},
+    snapshot::{SyscallProbes, Tier, TierKind},
 };
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
@@ -215,6 +215,23 @@ fn fentry_tier_attaches() {
             session.collector.probes().lock_address.is_some(),
             "the address of namespace_sem was not found"
         );
+    });
+}
+
+/// On a kernel that allows fentry, the syscalls are timed with fentry/fexit instead of the
+/// tracepoints, and every call is counted: the rounds plus the mount that makes `/` private.
+#[test]
+fn fentry_times_mount_syscalls() {
+    with_fentry(|session| {
+        assert_eq!(
+            session.collector.probes().syscall_probes,
+            SyscallProbes::Fentry
+        );
+        mount_in_private_namespace("syscall-fentry", MOUNT_ROUNDS);
+        let totals = session.totals();
+        let calls = |s: MountSyscall| totals.syscalls[s.index()].calls;
+        assert_eq!(calls(MountSyscall::Mount), MOUNT_ROUNDS + 1);
+        assert_eq!(calls(MountSyscall::Umount2), MOUNT_ROUNDS);
     });
 }
 

@@ -129,6 +129,7 @@ fn in_namespace_with<T: Send + 'static>(
                 wait_sites: false,
                 syscall_records: true,
                 inflight_slots: None,
+                syscall_tracepoints: false,
             };
             tweak(&mut options);
             let probes = Probes::load(&options).expect("load the probes");

@@ -137,6 +137,7 @@ mod tests {
                 kind: TierKind::ExactFentry,
                 reason: String::new(),
             },
+            syscall_probes: Default::default(),
             lock_address: None,
             syscalls: Vec::new(),
             lock_waits: Vec::new(),

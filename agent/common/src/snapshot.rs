@@ -42,6 +42,27 @@ pub struct Tier {
     pub reason: String,
 }
 
+/// How the mount-family syscalls are timed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyscallProbes {
+    /// fentry/fexit on the syscall functions: no cost to other syscalls.
+    Fentry,
+    /// The `syscalls:sys_enter_*`/`sys_exit_*` tracepoints. While any is enabled, every
+    /// syscall of every task takes the kernel's slower traced entry path.
+    #[default]
+    Tracepoints,
+}
+
+impl SyscallProbes {
+    pub const fn label(self) -> &'static str {
+        match self {
+            SyscallProbes::Fentry => "fentry/fexit",
+            SyscallProbes::Tracepoints => "syscall tracepoints",
+        }
+    }
+}
+
 /// How the address of `namespace_sem` was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -305,6 +326,9 @@ pub struct Snapshot {
     /// Kernel release (`uname -r`).
     pub kernel: String,
     pub tier: Tier,
+    /// How the mount-family syscalls are timed.
+    #[serde(default)]
+    pub syscall_probes: SyscallProbes,
     /// `None` when the address could not be found; lock figures are then empty.
     pub lock_address: Option<LockAddress>,
     pub syscalls: Vec<SyscallFigures>,

@@ -64,6 +64,10 @@ pub struct FilterArgs {
     /// off-CPU span inside one. Mounts then cost more to trace (docs/BENCHMARKS.md).
     #[arg(long)]
     pub wait_sites: bool,
+    /// Time the mount syscalls with the syscall tracepoints even where fentry/fexit on the
+    /// syscall functions loads. The tracepoints slow every syscall on the host a little.
+    #[arg(long)]
+    pub syscall_tracepoints: bool,
 }
 
 /// A number, or the inode number of a path (a cgroup directory's inode is its cgroup id).
@@ -105,6 +109,7 @@ impl FilterArgs {
             wait_sites: self.wait_sites,
             syscall_records: false,
             inflight_slots: None,
+            syscall_tracepoints: self.syscall_tracepoints,
         })
     }
 }

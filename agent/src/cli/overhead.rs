@@ -79,6 +79,8 @@ enum Condition {
     Mountscope,
     /// The default probes without the hold-time estimate's cpu-clock sampler.
     MountscopeNoHold,
+    /// The default probes with the syscall tracepoints even where fentry loads.
+    MountscopeTracepoints,
     /// The default probes writing a record of every call, as `record` loads them.
     MountscopeRecords,
     /// mountscope's probes with `--wait-sites`: every probe it has.
@@ -95,6 +97,7 @@ impl Condition {
             Condition::Bare => "without probes",
             Condition::Mountscope => "mountscope",
             Condition::MountscopeNoHold => "mountscope --hold-method none",
+            Condition::MountscopeTracepoints => "mountscope --syscall-tracepoints",
             Condition::MountscopeRecords => "mountscope, a record per call",
             Condition::MountscopeWaitSites => "mountscope --wait-sites",
             Condition::Bpftrace => "bpftrace script",
@@ -425,6 +428,7 @@ fn time_condition(
         Condition::Bare => timed_loop(src, dst, iterations),
         Condition::Mountscope
         | Condition::MountscopeNoHold
+        | Condition::MountscopeTracepoints
         | Condition::MountscopeRecords
         | Condition::MountscopeWaitSites => {
             let options = ProbeOptions {
@@ -435,10 +439,18 @@ fn time_condition(
                 },
                 wait_sites: condition == Condition::MountscopeWaitSites,
                 syscall_records: condition == Condition::MountscopeRecords,
+                syscall_tracepoints: options.syscall_tracepoints
+                    || condition == Condition::MountscopeTracepoints,
                 ..options.clone()
             };
             let probes = Probes::load(&options).context("failed to load the kernel programs")?;
-            *tier = probes.tier.kind.label().to_string();
+            if condition == Condition::Mountscope {
+                *tier = format!(
+                    "{}, syscalls timed with {}",
+                    probes.tier.kind.label(),
+                    probes.syscall_probes.label()
+                );
+            }
             let mut collector = Collector::new(probes)?;
             let timing = timed_loop(src, dst, iterations);
             collector.drain(|_| true);
@@ -486,6 +498,7 @@ fn measure(
         Condition::Bare,
         Condition::Mountscope,
         Condition::MountscopeNoHold,
+        Condition::MountscopeTracepoints,
         Condition::MountscopeRecords,
         Condition::MountscopeWaitSites,
     ];

@@ -207,6 +207,7 @@ impl Collector {
             interval_ms: interval.as_millis() as u64,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             kernel: self.kernel.clone(),
+            syscall_probes: self.probes.syscall_probes,
             lock_address: self.probes.lock_address.clone(),
             syscalls: snapshot::syscall_figures(&self.base, &self.prev, &now, interval),
             lock_waits: if tier.kind == TierKind::SyscallsOnly {

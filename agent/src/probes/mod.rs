@@ -20,7 +20,7 @@ use aya::{
 };
 use mountscope_common::{
     INFLIGHT_SLOTS, MountSyscall,
-    snapshot::{AddressSource, LockAddress, Tier, TierKind},
+    snapshot::{AddressSource, LockAddress, SyscallProbes, Tier, TierKind},
     switch_slot,
 };
 use thiserror::Error;
@@ -107,6 +107,8 @@ pub struct ProbeOptions {
     /// of all. Tests set 1 so that concurrent threads share a slot and take the hash map.
     #[doc(hidden)]
     pub inflight_slots: Option<u32>,
+    /// Time the syscalls with the tracepoints even where fentry/fexit would load.
+    pub syscall_tracepoints: bool,
 }
 
 /// The loaded programs. Dropping this detaches and unloads everything.
@@ -123,6 +125,8 @@ pub struct Probes {
     pub hold_sampled: bool,
     /// Whether the syscall programs write a record of every call.
     syscall_records: bool,
+    /// How the mount-family syscalls are timed.
+    pub syscall_probes: SyscallProbes,
 }
 
 impl Probes {
@@ -179,28 +183,8 @@ impl Probes {
             options.syscall_records,
         )?;
 
-        for syscall in MountSyscall::ALL {
-            let name = syscall.tracepoint_name();
-            if !syscall_tracepoints_exist(name) {
-                // Older kernels lack the newer syscalls, for example open_tree_attr (6.15).
-                info!(
-                    "{name} is not traced because this kernel has no sys_enter_{name} tracepoint"
-                );
-                continue;
-            }
-            attach_tracepoint(
-                &mut ebpf,
-                &format!("exit_{name}"),
-                "syscalls",
-                &format!("sys_exit_{name}"),
-            )?;
-            attach_tracepoint(
-                &mut ebpf,
-                &format!("enter_{name}"),
-                "syscalls",
-                &format!("sys_enter_{name}"),
-            )?;
-        }
+        let syscall_probes = attach_syscall_programs(&mut ebpf, options, &mut notes)?;
+        info!("mount syscalls timed with {}", syscall_probes.label());
 
         // Off-CPU time inside mount syscalls; lock waits of any type come from the contention
         // tracepoints attached with the lock programs.
@@ -244,6 +228,7 @@ impl Probes {
             wait_sites,
             hold_sampled,
             syscall_records: options.syscall_records,
+            syscall_probes,
         })
     }
 
@@ -259,6 +244,96 @@ impl Probes {
     pub fn syscall_records(&self) -> bool {
         self.syscall_records
     }
+}
+
+/// Prefix of the syscall functions' names on this architecture.
+const SYSCALL_FUNCTION_PREFIX: &str = if cfg!(target_arch = "aarch64") {
+    "__arm64_sys_"
+} else {
+    "__x64_sys_"
+};
+
+/// Attaches the enter and exit programs of every mount-family syscall the kernel has:
+/// fentry/fexit on the syscall functions where they load, otherwise the tracepoints.
+fn attach_syscall_programs(
+    ebpf: &mut Ebpf,
+    options: &ProbeOptions,
+    notes: &mut Vec<String>,
+) -> Result<SyscallProbes, ProbeError> {
+    let present: Vec<&str> = MountSyscall::ALL
+        .iter()
+        .map(|s| s.tracepoint_name())
+        .filter(|name| {
+            let exists = syscall_tracepoints_exist(name);
+            if !exists {
+                // Older kernels lack the newer syscalls, for example open_tree_attr (6.15).
+                info!(
+                    "{name} is not traced because this kernel has no sys_enter_{name} tracepoint"
+                );
+            }
+            exists
+        })
+        .collect();
+    if !options.syscall_tracepoints {
+        match attach_syscall_fentry(ebpf, &present) {
+            Ok(()) => return Ok(SyscallProbes::Fentry),
+            Err(e) => {
+                let programs: Vec<String> = present
+                    .iter()
+                    .flat_map(|name| [format!("fentry_sys_{name}"), format!("fexit_sys_{name}")])
+                    .collect();
+                detach_all(ebpf, programs.iter().map(String::as_str));
+                let text = describe_probe_error(&e);
+                debug!("syscall fentry unavailable, using tracepoints: {text}");
+                notes.push(format!("syscall fentry: {text}"));
+            }
+        }
+    }
+    for name in &present {
+        attach_tracepoint(
+            ebpf,
+            &format!("exit_{name}"),
+            "syscalls",
+            &format!("sys_exit_{name}"),
+        )?;
+        attach_tracepoint(
+            ebpf,
+            &format!("enter_{name}"),
+            "syscalls",
+            &format!("sys_enter_{name}"),
+        )?;
+    }
+    Ok(SyscallProbes::Tracepoints)
+}
+
+/// fentry/fexit on each syscall function, exit programs first so that no call is entered
+/// without its exit being traced.
+fn attach_syscall_fentry(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), ProbeError> {
+    let btf = aya::Btf::from_sys_fs()
+        .map_err(|e| ProbeError::System(format!("failed to read the kernel BTF: {e}")))?;
+    for name in names {
+        let function = format!("{SYSCALL_FUNCTION_PREFIX}{name}");
+        let program = format!("fexit_sys_{name}");
+        let p: &mut FExit = ebpf
+            .program_mut(&program)
+            .ok_or_else(|| ProbeError::Missing(program.clone()))?
+            .try_into()
+            .map_err(program_error(&program))?;
+        p.load(&function, &btf).map_err(program_error(&program))?;
+        p.attach().map_err(program_error(&program))?;
+    }
+    for name in names {
+        let function = format!("{SYSCALL_FUNCTION_PREFIX}{name}");
+        let program = format!("fentry_sys_{name}");
+        let p: &mut FEntry = ebpf
+            .program_mut(&program)
+            .ok_or_else(|| ProbeError::Missing(program.clone()))?
+            .try_into()
+            .map_err(program_error(&program))?;
+        p.load(&function, &btf).map_err(program_error(&program))?;
+        p.attach().map_err(program_error(&program))?;
+    }
+    Ok(())
 }
 
 /// Sets one slot of the `SWITCHES` array that the programs read at every call.

@@ -139,6 +139,7 @@ fn base(kind: TierKind, reason: &str) -> Snapshot {
             kind,
             reason: reason.to_string(),
         },
+        syscall_probes: Default::default(),
         lock_address: Some(LockAddress {
             address: "0xffffffff9a4c31e0".to_string(),
             source: AddressSource::Kallsyms,

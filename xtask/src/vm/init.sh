@@ -66,6 +66,7 @@ if grep -q 'mountscope.bench=1' /proc/cmdline; then
 		--store /tmp/mountscope-store
 	check bench-50-layers mountscope bench --layers 50 --builders 4 --duration 5 \
 		--store /tmp/mountscope-store
+	check overhead mountscope overhead --no-bpftrace --rounds 3 --iterations 1000
 fi
 
 if [ $failed -eq 0 ]; then

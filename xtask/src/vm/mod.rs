@@ -43,8 +43,9 @@ pub struct Args {
     /// Virtual CPUs of the VM. More than the host's cores slows the run down under TCG.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
-    /// Also run the measurements: the fentry programs' cost on an mmap loop and
-    /// `mountscope bench --builders 4 --duration 5` at 20 and at 50 layers.
+    /// Also run the measurements: the fentry programs' cost on an mmap loop,
+    /// `mountscope bench --builders 4 --duration 5` at 20 and at 50 layers, and
+    /// `mountscope overhead --no-bpftrace --rounds 3 --iterations 1000`.
     #[arg(long)]
     pub bench: bool,
     /// Print every console line, kernel messages included.
