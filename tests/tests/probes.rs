@@ -20,7 +20,9 @@ use mountscope_agent::{
     collect::{Collector, event::EventRecord, totals::Totals},
     probes::{Filters, HoldMethod, ProbeError, ProbeOptions, Probes, calibrate},
 };
-use mountscope_common::{HolderKind, LockMode, MountSyscall, drop_slot, snapshot::TierKind};
+use mountscope_common::{
+    HolderKind, LockMode, MountSyscall, drop_slot, sampler_slot, snapshot::TierKind,
+};
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
     sched::{CloneFlags, unshare},
@@ -130,6 +132,7 @@ fn in_namespace_with<T: Send + 'static>(
                 syscall_records: true,
                 inflight_slots: None,
                 syscall_tracepoints: false,
+                sample_period_ns: None,
             };
             tweak(&mut options);
             let probes = Probes::load(&options).expect("load the probes");
@@ -308,6 +311,50 @@ fn threads_sharing_one_slot_counted_exactly() {
     assert_eq!(calls(&totals, MountSyscall::Umount2), expected);
     assert_eq!(totals.drops[drop_slot::UNPAIRED as usize], 0);
     assert_eq!(totals.drops[drop_slot::INFLIGHT as usize], 0);
+}
+
+/// The hold estimate's sampler interrupts a mount loop while it holds namespace_sem for write,
+/// and finds the holder inside mount or umount2.
+#[test]
+fn sampler_catches_write_holds() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("sampler");
+    let (src, dst) = (scratch.src(), scratch.dst());
+    let totals = in_namespace_with(
+        |o| {
+            o.hold_method = HoldMethod::Sample;
+            o.sample_period_ns = Some(1_000_000);
+        },
+        move |collector, _| {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                bind_and_unmount(&src, &dst, 50);
+            }
+            collector.totals_since_reset().unwrap()
+        },
+    );
+    let sampler = |slot: u32| totals.sampler[slot as usize];
+    let in_syscall = |s: MountSyscall| sampler(sampler_slot::BY_SYSCALL + s.index() as u32);
+    // One sample per millisecond on each CPU for 2 s; the mounting CPU alone gives 2000.
+    assert!(
+        sampler(sampler_slot::TOTAL) >= 1000,
+        "samples {}",
+        sampler(sampler_slot::TOTAL)
+    );
+    assert!(
+        sampler(sampler_slot::WRITE_HELD) > 0,
+        "no write-held sample"
+    );
+    assert!(
+        sampler(sampler_slot::HELD_BY_CURRENT) > 0,
+        "no sample interrupted the holder"
+    );
+    assert!(
+        in_syscall(MountSyscall::Mount) + in_syscall(MountSyscall::Umount2) > 0,
+        "no held sample attributed to mount or umount2"
+    );
 }
 
 #[test]

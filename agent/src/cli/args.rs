@@ -6,9 +6,14 @@ use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use mountscope_agent::{
     executor::ExecutorConfig,
-    probes::{Filters, HoldMethod, ProbeOptions},
+    probes::{Filters, HoldMethod, ProbeOptions, SAMPLE_PERIOD_NS},
 };
 use mountscope_common::snapshot::{ExecutorSettings, MountApi, Strategy};
+
+/// Bounds of `--sample-period-us`. A 20 µs period slowed mounts sevenfold on a 2-vCPU guest;
+/// above a second, a snapshot interval gets too few samples to estimate anything.
+const MIN_SAMPLE_PERIOD_US: u64 = 100;
+const MAX_SAMPLE_PERIOD_US: u64 = 1_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StrategyArg {
@@ -68,6 +73,11 @@ pub struct FilterArgs {
     /// syscall functions loads. The tracepoints slow every syscall on the host a little.
     #[arg(long)]
     pub syscall_tracepoints: bool,
+    /// Period per CPU, in microseconds, of the cpu-clock sampler that estimates hold times
+    /// where fentry and kprobes are unavailable (100 to 1000000). A shorter period gives a
+    /// finer estimate and costs more (docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = SAMPLE_PERIOD_NS / 1000)]
+    pub sample_period_us: u64,
 }
 
 /// A number, or the inode number of a path (a cgroup directory's inode is its cgroup id).
@@ -98,6 +108,13 @@ impl FilterArgs {
         {
             bail!("invalid --pid {pid}: no such process; give the id of a running process");
         }
+        if !(MIN_SAMPLE_PERIOD_US..=MAX_SAMPLE_PERIOD_US).contains(&self.sample_period_us) {
+            bail!(
+                "invalid --sample-period-us {}: give {MIN_SAMPLE_PERIOD_US} to \
+                 {MAX_SAMPLE_PERIOD_US} microseconds",
+                self.sample_period_us
+            );
+        }
         Ok(ProbeOptions {
             filters: Filters {
                 pid: self.pid,
@@ -110,6 +127,7 @@ impl FilterArgs {
             syscall_records: false,
             inflight_slots: None,
             syscall_tracepoints: self.syscall_tracepoints,
+            sample_period_ns: Some(self.sample_period_us * 1000),
         })
     }
 }

@@ -17,6 +17,7 @@ use mountscope_agent::{
         socket::DEFAULT_SOCKET,
     },
     executor::ExecutorControl,
+    probes::ProbeOptions,
 };
 use mountscope_common::snapshot::Snapshot;
 use mountscope_tui::Action;
@@ -100,7 +101,11 @@ pub fn run(args: WatchArgs, log_level: &str) -> anyhow::Result<()> {
         return run_connected(socket);
     }
     let period = seconds(args.interval, "--interval")?;
-    let options = args.filters.probe_options()?;
+    let options = ProbeOptions {
+        // `--export` streams every call as an event line; the screen needs none.
+        syscall_records: args.export.is_some(),
+        ..args.filters.probe_options()?
+    };
     let executor = (!args.no_exec).then(|| {
         let mut config = args.executor.config();
         if let Some(preset) = args.preset {

@@ -26,7 +26,7 @@ use self::{
     sites::SiteMaps,
     totals::{AggregateMaps, Totals},
 };
-use crate::probes::{Probes, SAMPLE_PERIOD_NS};
+use crate::probes::Probes;
 
 /// Time between timed drains of the ring buffer.
 pub const DRAIN_PERIOD: Duration = Duration::from_millis(100);
@@ -167,7 +167,7 @@ impl Collector {
             _ => Vec::new(),
         };
         let hold_estimate = (tier.kind == TierKind::ContentionEstimate && self.probes.hold_sampled)
-            .then(|| snapshot::hold_estimate(&delta, interval, SAMPLE_PERIOD_NS));
+            .then(|| snapshot::hold_estimate(&delta, interval, self.probes.sample_period_ns));
         let drops = snapshot::drops(&delta.drops, self.user_lost);
         let drops_total = snapshot::drops(&now.since(&self.base).drops, self.user_lost_total);
         if drops.total() > 0 {

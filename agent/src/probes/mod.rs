@@ -28,10 +28,12 @@ use tracing::{debug, info, warn};
 
 use self::btf::{Btf, KernelOffsets};
 
-/// Sampling period of the hold-time estimate, per CPU. On a 2-vCPU Linux 6.18 guest a 100 µs
-/// period added about 40% to a bind mount + umount, and 20 µs about 600%. At 1 ms the cost is
-/// within the noise, and a 30 s run still takes 60000 samples on two CPUs.
-pub const SAMPLE_PERIOD_NS: u64 = 1_000_000;
+/// Sampling period of the hold-time estimate, per CPU. Each sample is a timer interrupt, which
+/// is costly in a virtual machine: on a 2-vCPU Linux 6.18 guest, a bind mount + umount took
+/// about 40% longer with a 100 µs period, 6 to 15% longer with 1 ms, and no longer than
+/// without the sampler (within the noise) with 5 ms. A 30 s run still takes 12000 samples on
+/// two CPUs; `--sample-period-us` trades cost for a finer estimate.
+pub const SAMPLE_PERIOD_NS: u64 = 5_000_000;
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -109,6 +111,9 @@ pub struct ProbeOptions {
     pub inflight_slots: Option<u32>,
     /// Time the syscalls with the tracepoints even where fentry/fexit would load.
     pub syscall_tracepoints: bool,
+    /// Period of the hold-time estimate's cpu-clock sampler per CPU; `None` means
+    /// `SAMPLE_PERIOD_NS`.
+    pub sample_period_ns: Option<u64>,
 }
 
 /// The loaded programs. Dropping this detaches and unloads everything.
@@ -123,6 +128,8 @@ pub struct Probes {
     pub wait_sites: bool,
     /// Whether the cpu-clock sampler runs, so that the snapshot has a hold estimate.
     pub hold_sampled: bool,
+    /// The sampler's period per CPU.
+    pub sample_period_ns: u64,
     /// Whether the syscall programs write a record of every call.
     syscall_records: bool,
     /// How the mount-family syscalls are timed.
@@ -162,6 +169,7 @@ impl Probes {
             )));
         }
         let slot_mask = slots - 1;
+        let sample_period_ns = options.sample_period_ns.unwrap_or(SAMPLE_PERIOD_NS);
         let mut ebpf = EbpfLoader::new()
             .override_global("NS_SEM_ADDR", &address, true)
             .override_global("OFF_RWSEM_OWNER", &offsets.rwsem_owner, true)
@@ -203,7 +211,8 @@ impl Probes {
                 reason: "the address of namespace_sem is unknown, so no lock program runs".into(),
             }
         } else {
-            match attach_lock_programs(&mut ebpf, options.hold_method, &mut notes) {
+            match attach_lock_programs(&mut ebpf, options.hold_method, sample_period_ns, &mut notes)
+            {
                 Ok(tier) => tier,
                 Err(e @ ProbeError::HoldMethodUnavailable { .. }) => return Err(e),
                 Err(e) => {
@@ -227,6 +236,7 @@ impl Probes {
             notes,
             wait_sites,
             hold_sampled,
+            sample_period_ns,
             syscall_records: options.syscall_records,
             syscall_probes,
         })
@@ -430,6 +440,7 @@ fn attach_tracepoint(
 fn attach_lock_programs(
     ebpf: &mut Ebpf,
     method: HoldMethod,
+    sample_period_ns: u64,
     notes: &mut Vec<String>,
 ) -> Result<Tier, ProbeError> {
     attach_tracepoint(ebpf, "contention_end", "lock", "contention_end")?;
@@ -472,15 +483,18 @@ fn attach_lock_programs(
         }
     }
     if matches!(method, HoldMethod::Auto | HoldMethod::Sample) {
-        attach_sampler(ebpf)?;
+        attach_sampler(ebpf, sample_period_ns)?;
         let why = if method == HoldMethod::Sample {
-            "the cpu-clock sampler was requested".to_string()
+            format!(
+                "the cpu-clock sampler was requested, every {} µs",
+                sample_period_ns / 1000
+            )
         } else {
             format!(
                 "fentry and kprobes are unavailable ({}), so a cpu-clock sampler every {} µs \
                  estimates hold time",
                 notes.join("; "),
-                SAMPLE_PERIOD_NS / 1000
+                sample_period_ns / 1000
             )
         };
         return Ok(Tier {
@@ -596,7 +610,7 @@ fn attach_kprobes(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     Ok(())
 }
 
-fn attach_sampler(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+fn attach_sampler(ebpf: &mut Ebpf, period_ns: u64) -> Result<(), ProbeError> {
     let program = "sample_hold";
     let p: &mut PerfEvent = ebpf
         .program_mut(program)
@@ -610,7 +624,7 @@ fn attach_sampler(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         p.attach(
             PerfEventConfig::Software(SoftwareEvent::CpuClock),
             PerfEventScope::AllProcessesOneCpu { cpu },
-            SamplePolicy::Period(SAMPLE_PERIOD_NS),
+            SamplePolicy::Period(period_ns),
             false,
         )
         .map_err(program_error(program))?;
