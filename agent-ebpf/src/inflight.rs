@@ -2,10 +2,10 @@
 //!
 //! Almost every entry lives in `INFLIGHT_SLOTS`, an array indexed by the low bits of the
 //! thread id. The verifier inlines array lookups, so storing, finding and clearing an entry
-//! costs a few instructions, where a hash map costs a hash, a bucket lock and a free-list
-//! operation each time; on a bind mount + umount that difference was several percent of the
-//! call. A thread whose slot another thread holds goes to the `INFLIGHT` hash map instead,
-//! and the slot counts it, so lookups try the hash map only while such a thread exists.
+//! costs a few instructions. A hash map would cost a hash, a bucket lock and a free-list
+//! operation each time. A thread whose slot another thread owns goes to the `INFLIGHT` hash
+//! map instead, and the slot counts it, so lookups try the hash map only while such a thread
+//! exists.
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd},
@@ -23,11 +23,11 @@ use crate::{
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Slot {
-    /// Thread that holds the slot, 0 when it is free. 64 bits wide because BPF has no
+    /// Thread that owns the slot, 0 when it is free. 64 bits wide because BPF has no
     /// 32-bit atomics on every CPU version.
     tid: u64,
     /// Threads with this slot's index whose entry is in the hash map because the slot was
-    /// held when they entered.
+    /// owned by another thread when they entered.
     overflow: u64,
     entry: Inflight,
 }
@@ -47,17 +47,17 @@ pub fn begin(tid: u32, entry: Inflight) {
     let Some(slot) = slot(tid) else {
         return;
     };
-    // SAFETY: the slot is map memory; the tid field is only changed atomically.
+    // SAFETY: the slot is map memory, and its tid field is only changed atomically.
     unsafe {
         let owner = &raw mut (*slot).tid;
         let tid64 = u64::from(tid);
-        // Holding the slot already means the thread's last exit was missed; reuse it.
-        let held = read_volatile(owner) == tid64
+        // Owning the slot already means the thread's last exit was missed, so reuse it.
+        let claimed = read_volatile(owner) == tid64
             || atomic_cxchg::<u64, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(
                 owner, 0, tid64,
             )
             .1;
-        if held {
+        if claimed {
             (*slot).entry = entry;
             return;
         }
@@ -90,7 +90,7 @@ pub fn find(tid: u32) -> Option<Inflight> {
 #[inline(always)]
 pub fn end(tid: u32) -> Option<Inflight> {
     let slot = slot(tid)?;
-    // SAFETY: as in `begin`; only the thread itself removes its entry.
+    // SAFETY: as in `begin`. Only the thread itself removes its entry.
     unsafe {
         if (*slot).tid == u64::from(tid) {
             let entry = (*slot).entry;

@@ -2,9 +2,9 @@
 //! functions where the kernel allows them, otherwise the `syscalls:` tracepoints. The two
 //! sets run the same code; the agent attaches one of them.
 //!
-//! Enter stores the start under the thread id (`inflight`); exit removes it on every path,
-//! then adds the call to the per-CPU counters and histogram, and writes one record while a
-//! consumer wants them.
+//! Enter stores the start under the thread id (`inflight`). Exit removes it on every path,
+//! then adds the call to the per-CPU counters and histogram. It also writes one record while
+//! a consumer wants them.
 
 use aya_ebpf::{
     helpers::bpf_get_current_comm,

@@ -46,7 +46,7 @@ pub struct Report {
     pub checks: Vec<Check>,
     pub lock_address: Option<LockAddress>,
     pub tier: Tier,
-    /// How mount syscalls will be timed: fentry/fexit where the fentry check passes.
+    /// Method that will time the mount syscalls: fentry/fexit where the fentry check passes.
     pub syscall_probes: SyscallProbes,
 }
 

@@ -273,7 +273,7 @@ fn syscall_records_follow_the_switch() {
 }
 
 /// With a single in-flight slot, every thread but one inside a mount syscall keeps its entry
-/// in the overflow hash map; the counts must come out exact all the same.
+/// in the overflow hash map. The counts must come out exact all the same.
 #[test]
 fn threads_sharing_one_slot_counted_exactly() {
     if !is_root() {
@@ -290,6 +290,7 @@ fn threads_sharing_one_slot_counted_exactly() {
             d
         })
         .collect();
+
     let totals = in_namespace_with(
         |o| o.inflight_slots = Some(1),
         move |collector, _| {
@@ -306,6 +307,7 @@ fn threads_sharing_one_slot_counted_exactly() {
             collector.totals_since_reset().unwrap()
         },
     );
+
     let expected = (THREADS * PAIRS) as u64;
     assert_eq!(calls(&totals, MountSyscall::Mount), expected);
     assert_eq!(calls(&totals, MountSyscall::Umount2), expected);
@@ -337,7 +339,7 @@ fn sampler_catches_write_holds() {
     );
     let sampler = |slot: u32| totals.sampler[slot as usize];
     let in_syscall = |s: MountSyscall| sampler(sampler_slot::BY_SYSCALL + s.index() as u32);
-    // One sample per millisecond on each CPU for 2 s; the mounting CPU alone gives 2000.
+    // One sample per millisecond on each CPU for 2 s, so the mounting CPU alone gives 2000.
     assert!(
         sampler(sampler_slot::TOTAL) >= 1000,
         "samples {}",

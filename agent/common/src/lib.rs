@@ -218,7 +218,7 @@ pub struct Event {
 const _: () = assert!(core::mem::size_of::<Event>() == 120);
 
 /// Slots of the in-flight array, a power of two. Two threads collide only when both are inside
-/// a mount syscall at once and their ids agree in the low 14 bits; the second then takes a
+/// a mount syscall at once and their ids agree in the low 14 bits. The second then takes a
 /// slower hash map.
 pub const INFLIGHT_SLOTS: u32 = 1 << 14;
 

@@ -42,7 +42,7 @@ pub struct Tier {
     pub reason: String,
 }
 
-/// How the mount-family syscalls are timed.
+/// Method that times the mount-family syscalls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyscallProbes {
@@ -326,7 +326,7 @@ pub struct Snapshot {
     /// Kernel release (`uname -r`).
     pub kernel: String,
     pub tier: Tier,
-    /// How the mount-family syscalls are timed.
+    /// Method that times the mount-family syscalls.
     #[serde(default)]
     pub syscall_probes: SyscallProbes,
     /// `None` when the address could not be found; lock figures are then empty.

@@ -10,8 +10,8 @@ use mountscope_agent::{
 };
 use mountscope_common::snapshot::{ExecutorSettings, MountApi, Strategy};
 
-/// Bounds of `--sample-period-us`. A 20 µs period slowed mounts sevenfold on a 2-vCPU guest;
-/// above a second, a snapshot interval gets too few samples to estimate anything.
+/// Bounds of `--sample-period-us`. A 20 µs period slowed mounts sevenfold on a 2-vCPU guest.
+/// Above a second, a snapshot interval gets too few samples to estimate anything.
 const MIN_SAMPLE_PERIOD_US: u64 = 100;
 const MAX_SAMPLE_PERIOD_US: u64 = 1_000_000;
 

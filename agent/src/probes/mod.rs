@@ -29,10 +29,10 @@ use tracing::{debug, info, warn};
 use self::btf::{Btf, KernelOffsets};
 
 /// Sampling period of the hold-time estimate, per CPU. Each sample is a timer interrupt, which
-/// is costly in a virtual machine: on a 2-vCPU Linux 6.18 guest, a bind mount + umount took
-/// about 40% longer with a 100 µs period, 6 to 15% longer with 1 ms, and no longer than
-/// without the sampler (within the noise) with 5 ms. A 30 s run still takes 12000 samples on
-/// two CPUs; `--sample-period-us` trades cost for a finer estimate.
+/// is costly in a virtual machine. On a 2-vCPU Linux 6.18 guest the sampler made a bind
+/// mount + umount about 40% slower with a 100 µs period and 6 to 15% slower with 1 ms. With
+/// 5 ms its cost was within the noise, and a 30 s run still takes 12000 samples on two CPUs.
+/// `--sample-period-us` trades cost for a finer estimate.
 pub const SAMPLE_PERIOD_NS: u64 = 5_000_000;
 
 #[derive(Debug, Error)]
@@ -132,7 +132,7 @@ pub struct Probes {
     pub sample_period_ns: u64,
     /// Whether the syscall programs write a record of every call.
     syscall_records: bool,
-    /// How the mount-family syscalls are timed.
+    /// Method that times the mount-family syscalls.
     pub syscall_probes: SyscallProbes,
 }
 
