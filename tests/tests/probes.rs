@@ -74,6 +74,17 @@ impl Scratch {
     fn dst(&self) -> PathBuf {
         self.0.join("dst")
     }
+
+    /// Creates `count` mount targets, one per mounting thread.
+    fn targets(&self, count: usize) -> Vec<PathBuf> {
+        (0..count)
+            .map(|i| {
+                let d = self.0.join(format!("dst{i}"));
+                fs::create_dir_all(&d).unwrap();
+                d
+            })
+            .collect()
+    }
 }
 
 impl Drop for Scratch {
@@ -283,13 +294,7 @@ fn threads_sharing_one_slot_counted_exactly() {
     const PAIRS: usize = 150;
     let scratch = Scratch::new("oneslot");
     let src = scratch.src();
-    let dsts: Vec<PathBuf> = (0..THREADS)
-        .map(|i| {
-            let d = scratch.0.join(format!("dst{i}"));
-            fs::create_dir_all(&d).unwrap();
-            d
-        })
-        .collect();
+    let dsts = scratch.targets(THREADS);
 
     let totals = in_namespace_with(
         |o| o.inflight_slots = Some(1),
@@ -634,13 +639,7 @@ fn snapshot_of_loops_with(
 ) -> mountscope_common::snapshot::Snapshot {
     let scratch = Scratch::new(name);
     let src = scratch.src();
-    let dsts: Vec<PathBuf> = (0..loops)
-        .map(|i| {
-            let d = scratch.0.join(format!("dst{i}"));
-            fs::create_dir_all(&d).unwrap();
-            d
-        })
-        .collect();
+    let dsts = scratch.targets(loops);
     in_namespace_with(
         move |o| o.wait_sites = wait_sites,
         move |collector, _| {

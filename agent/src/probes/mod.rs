@@ -316,32 +316,43 @@ fn attach_syscall_programs(
     Ok(SyscallProbes::Tracepoints)
 }
 
-/// fentry/fexit on each syscall function, exit programs first so that no call is entered
-/// without its exit being traced.
+/// fentry/fexit on each syscall function. Each exit program is attached before its entry
+/// program, so that no call is entered without its exit being traced.
 fn attach_syscall_fentry(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), ProbeError> {
-    let btf = aya::Btf::from_sys_fs()
-        .map_err(|e| ProbeError::System(format!("failed to read the kernel BTF: {e}")))?;
+    let btf = kernel_btf()?;
     for name in names {
         let function = format!("{SYSCALL_FUNCTION_PREFIX}{name}");
-        let program = format!("fexit_sys_{name}");
-        let p: &mut FExit = ebpf
-            .program_mut(&program)
-            .ok_or_else(|| ProbeError::Missing(program.clone()))?
-            .try_into()
-            .map_err(program_error(&program))?;
-        p.load(&function, &btf).map_err(program_error(&program))?;
-        p.attach().map_err(program_error(&program))?;
+        attach_trampoline(ebpf, &btf, &format!("fexit_sys_{name}"), &function, true)?;
+        attach_trampoline(ebpf, &btf, &format!("fentry_sys_{name}"), &function, false)?;
     }
-    for name in names {
-        let function = format!("{SYSCALL_FUNCTION_PREFIX}{name}");
-        let program = format!("fentry_sys_{name}");
-        let p: &mut FEntry = ebpf
-            .program_mut(&program)
-            .ok_or_else(|| ProbeError::Missing(program.clone()))?
-            .try_into()
-            .map_err(program_error(&program))?;
-        p.load(&function, &btf).map_err(program_error(&program))?;
-        p.attach().map_err(program_error(&program))?;
+    Ok(())
+}
+
+fn kernel_btf() -> Result<aya::Btf, ProbeError> {
+    aya::Btf::from_sys_fs()
+        .map_err(|e| ProbeError::System(format!("failed to read the kernel BTF: {e}")))
+}
+
+/// Loads `program` as an fexit (`is_exit`) or fentry program on kernel `function` and
+/// attaches it.
+fn attach_trampoline(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    program: &str,
+    function: &str,
+    is_exit: bool,
+) -> Result<(), ProbeError> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| ProbeError::Missing(program.to_string()))?;
+    if is_exit {
+        let p: &mut FExit = prog.try_into().map_err(program_error(program))?;
+        p.load(function, btf).map_err(program_error(program))?;
+        p.attach().map_err(program_error(program))?;
+    } else {
+        let p: &mut FEntry = prog.try_into().map_err(program_error(program))?;
+        p.load(function, btf).map_err(program_error(program))?;
+        p.attach().map_err(program_error(program))?;
     }
     Ok(())
 }
@@ -561,8 +572,7 @@ const FENTRY_PROGRAMS: [&str; 5] = [
 ];
 
 fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    let btf = aya::Btf::from_sys_fs()
-        .map_err(|e| ProbeError::System(format!("failed to read the kernel BTF: {e}")))?;
+    let btf = kernel_btf()?;
     for (program, function, is_exit) in [
         ("fexit_down_write", "down_write", true),
         ("fexit_down_read", "down_read", true),
@@ -570,18 +580,7 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         ("fentry_up_read", "up_read", false),
         ("fentry_downgrade_write", "downgrade_write", false),
     ] {
-        let prog = ebpf
-            .program_mut(program)
-            .ok_or_else(|| ProbeError::Missing(program.to_string()))?;
-        if is_exit {
-            let p: &mut FExit = prog.try_into().map_err(program_error(program))?;
-            p.load(function, &btf).map_err(program_error(program))?;
-            p.attach().map_err(program_error(program))?;
-        } else {
-            let p: &mut FEntry = prog.try_into().map_err(program_error(program))?;
-            p.load(function, &btf).map_err(program_error(program))?;
-            p.attach().map_err(program_error(program))?;
-        }
+        attach_trampoline(ebpf, &btf, program, function, is_exit)?;
     }
     Ok(())
 }
