@@ -655,15 +655,47 @@ fn agent_serves_socket_and_metrics() {
     );
 
     // Per-call records are written only while a client subscribes to events. The agent turns
-    // them on before it publishes a snapshot, so every mount after the subscriber's first
-    // snapshot arrives as an event, at the latest with the second snapshot after the mounts.
+    // them on before it replies `ok` to the subscribe, so every mount made after the reply
+    // arrives as an event, at the latest with the second snapshot after the mounts.
     let mut listener = SocketClient::connect(&agent.socket);
     listener.send(br#"{"subscribe": {"snapshots": true, "events": true}}"#);
-    listener.mount_events_until_snapshot();
+    assert_eq!(
+        listener.next()["type"],
+        "ok",
+        "first reply to the subscribe"
+    );
     namespace.call(NsRequest::BindMounts(BINDS));
     let streamed = listener.mount_events_until_snapshot() + listener.mount_events_until_snapshot();
     assert_eq!(streamed, BINDS, "mount events streamed to the subscriber");
+
+    // A client subscribed to events only, which no write reaches while nothing mounts, is
+    // still found gone soon after it closes its socket. The previous client is found gone at
+    // its next snapshot line, and that is waited for first.
+    let disconnected = |agent: &Agent| agent.log_text().matches("client disconnected").count();
+    let wait_for_more = |agent: &Agent, than: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while disconnected(agent) <= than && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let before = disconnected(&agent);
     drop(listener);
+    wait_for_more(&agent, before);
+    let before = disconnected(&agent);
+    let mut quiet = SocketClient::connect(&agent.socket);
+    quiet.send(br#"{"subscribe": {"snapshots": false, "events": true}}"#);
+    assert_eq!(
+        quiet.next()["type"],
+        "ok",
+        "reply to the events-only subscribe"
+    );
+    drop(quiet);
+    wait_for_more(&agent, before);
+    assert_eq!(
+        disconnected(&agent),
+        before + 1,
+        "disconnections logged after an events-only client closed"
+    );
 
     // A reset clears snapshot totals but not the exported counters.
     let mut resetter = SocketClient::connect(&agent.socket);

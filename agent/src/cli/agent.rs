@@ -191,6 +191,7 @@ async fn collect(
                 drain(session, hub);
             }
             _ = drain_tick.tick() => drain(session, hub),
+            () = hub.subscriptions_changed() => drain(session, hub),
             _ = snapshot_tick.tick() => publish(session, hub, metrics)?,
         }
     }
@@ -200,8 +201,10 @@ async fn collect(
 /// Reads the ring buffer into the event stream. Per-call syscall records are written only
 /// while a client is subscribed to events, so the switch follows the subscriptions here.
 fn drain(session: &mut Session, hub: &Hub) {
-    if let Err(e) = session.collector.set_syscall_records(hub.wants_events()) {
-        warn!("{e:#}");
+    let wanted = hub.wants_events();
+    match session.collector.set_syscall_records(wanted) {
+        Ok(()) => hub.set_records_on(wanted),
+        Err(e) => warn!("{e:#}"),
     }
     session.collector.drain(|event| {
         hub.publish_event(&event);

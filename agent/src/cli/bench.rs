@@ -17,7 +17,7 @@ use mountscope_agent::{
 };
 use mountscope_common::{
     LockMode, MountSyscall, sampler_slot,
-    snapshot::{Strategy, TierKind},
+    snapshot::{Strategy, SyscallProbes, TierKind},
 };
 use serde::Serialize;
 
@@ -111,6 +111,7 @@ pub struct StrategyResult {
 struct Report {
     kernel: String,
     tier: String,
+    syscall_probes: SyscallProbes,
     layers: u32,
     builders: u32,
     idmap: bool,
@@ -186,6 +187,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut report = runtime.block_on(async {
         let probes = Probes::load(&options).context("failed to load the kernel programs")?;
         let tier = probes.tier.clone();
+        let syscall_probes = probes.syscall_probes;
         let mut collector = Collector::new(probes)?;
         let mut results = Vec::new();
         for strategy in strategies {
@@ -221,6 +223,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::Ok(Report {
             kernel: mountscope_agent::collect::kernel_release(),
             tier: format!("{} ({})", tier.kind.label(), tier.reason),
+            syscall_probes,
             layers: base_config.settings.layers,
             builders: base_config.settings.builders,
             idmap: base_config.settings.idmap,
@@ -440,10 +443,12 @@ type Row<'a> = (&'a str, Box<dyn Fn(&StrategyResult) -> String>, Option<f64>);
 
 fn render(report: &Report) -> String {
     let mut out = format!(
-        "kernel {}, tier {}\nlayers {}, builders {}, idmap {}, user namespace per container {}, \
-         inspection {}{}\ncounting the mount syscalls and waits of {}\n\n",
+        "kernel {}, tier {}\nsyscalls timed with {}\nlayers {}, builders {}, idmap {}, user \
+         namespace per container {}, inspection {}{}\ncounting the mount syscalls and waits of \
+         {}\n\n",
         report.kernel,
         report.tier,
+        report.syscall_probes.label(),
         report.layers,
         report.builders,
         report.idmap,

@@ -1,7 +1,7 @@
 //! `mountscope overhead`: what the probes cost a mount. A bind mount + umount loop runs in a
-//! private mount namespace under five conditions in turn, and the ratios come from the same
-//! run. The conditions: no probes, mountscope's default probes, every probe (`--wait-sites`),
-//! a bpftrace script measuring the same syscalls, and empty bpftrace programs on the same
+//! private mount namespace under each condition in turn, and the ratios come from the same
+//! run. The conditions: no probes, mountscope's default probes and four variants of them, a
+//! bpftrace script measuring the same syscalls, and empty bpftrace programs on the same
 //! tracepoints.
 
 use std::{
@@ -116,6 +116,9 @@ struct Report {
     /// One row per condition, `bare` first.
     rows: Vec<Row>,
     bpftrace_note: Option<String>,
+    /// Set when a condition with probes ran faster than the one without: something else on
+    /// the host disturbed the run, and its ratios mean little.
+    disturbed: Option<String>,
 }
 
 /// Medians over rounds of the wall-clock and CPU time of one bind mount + umount pair (each
@@ -379,6 +382,23 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Returns a warning naming the conditions with probes that ran faster than the one
+/// without, which only happens when other work on the host disturbed the run.
+fn disturbed_warning(rows: &[Row]) -> Option<String> {
+    let faster: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.wall_ratio < 1.0 || r.cpu_ratio < 1.0)
+        .map(|r| r.condition.label())
+        .collect();
+    (!faster.is_empty()).then(|| {
+        format!(
+            "{} ran faster than without probes, so other work on the host disturbed this run \
+             (mounts elsewhere contend on the same global lock). Run it again on a quiet host.",
+            faster.join(", ")
+        )
+    })
+}
+
 /// Formats the report as a table: wall-clock and CPU time per pair, with ratios to no probes.
 fn render(report: &Report) -> String {
     let us = |ns: f64| ns / 1000.0;
@@ -407,6 +427,9 @@ fn render(report: &Report) -> String {
                 row.getppid_ratio
             ));
         }
+    }
+    if let Some(warning) = &report.disturbed {
+        out.push_str(&format!("warning: {warning}\n"));
     }
     if let Some(note) = &report.bpftrace_note {
         out.push_str(&format!("bpftrace not run: {note}\n"));
@@ -551,7 +574,8 @@ fn measure(
             getppid_ns: t.getppid_ns,
             getppid_ratio: t.getppid_ns / bare.getppid_ns,
         })
-        .collect();
+        .collect::<Vec<Row>>();
+    let disturbed = disturbed_warning(&rows);
     Ok((
         Report {
             kernel: mountscope_agent::collect::kernel_release(),
@@ -561,7 +585,46 @@ fn measure(
             settle_ms: SETTLE.as_millis() as u64,
             rows,
             bpftrace_note,
+            disturbed,
         },
         args.json,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(condition: Condition, wall_ratio: f64, cpu_ratio: f64) -> Row {
+        Row {
+            condition,
+            wall_ns: 0.0,
+            cpu_ns: 0.0,
+            wall_ratio,
+            cpu_ratio,
+            getppid_ns: 0.0,
+            getppid_ratio: 1.0,
+        }
+    }
+
+    #[test]
+    fn ratios_above_one_not_flagged() {
+        let rows = [
+            row(Condition::Bare, 1.0, 1.0),
+            row(Condition::Mountscope, 1.2, 1.1),
+        ];
+        assert_eq!(disturbed_warning(&rows), None);
+    }
+
+    #[test]
+    fn faster_condition_flagged_by_name() {
+        let rows = [
+            row(Condition::Bare, 1.0, 1.0),
+            row(Condition::Mountscope, 0.4, 1.1),
+            row(Condition::Bpftrace, 1.3, 1.3),
+        ];
+        let warning = disturbed_warning(&rows).expect("a warning");
+        assert!(warning.starts_with("mountscope ran faster"), "{warning}");
+        assert!(!warning.contains("bpftrace"), "{warning}");
+    }
 }

@@ -1,7 +1,9 @@
 //! One client connection: a reader that parses requests and a writer that sends replies and
 //! the subscribed streams. A client that falls behind or stops reading is disconnected.
 
-use std::{sync::Arc, time::Duration};
+use std::{os::fd::AsFd as _, sync::Arc, time::Duration};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use tokio::{
     io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
@@ -21,6 +23,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Replies queued for the writer. Clients send one request at a time in practice.
 const REPLY_QUEUE: usize = 64;
+
+/// How often a client that half-closed its side is checked for having closed the socket.
+const HANGUP_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// Malformed requests logged at warn level per client. Later ones are logged at debug.
 const LOGGED_BAD_REQUESTS: u32 = 5;
@@ -204,6 +209,10 @@ async fn write_lines(
     let mut snapshots: Option<broadcast::Receiver<Arc<str>>> = None;
     let mut events: Option<broadcast::Receiver<Arc<str>>> = None;
     let mut reader_done = false;
+    // After the reader's end of file, a client that only half-closed still reads. One that
+    // closed the socket is found by polling for a hang-up, because no write may come to
+    // fail while its subscriptions carry nothing.
+    let mut hangup_check = tokio::time::interval(HANGUP_CHECK_PERIOD);
     loop {
         let line: Arc<str> = tokio::select! {
             message = outgoing.recv(), if !reader_done => match message {
@@ -211,6 +220,7 @@ async fn write_lines(
                 Some(Outgoing::Subscribe { snapshots: want_snapshots, events: want_events }) => {
                     resubscribe(&mut snapshots, want_snapshots, || context.hub.subscribe_snapshots());
                     resubscribe(&mut events, want_events, || context.hub.subscribe_events());
+                    context.hub.sync_subscriptions(want_events).await;
                     protocol::ok_line().into()
                 }
                 None if snapshots.is_none() && events.is_none() => {
@@ -220,6 +230,12 @@ async fn write_lines(
                     reader_done = true;
                     continue;
                 }
+            },
+            _ = hangup_check.tick(), if reader_done => {
+                if peer_hung_up(&write) {
+                    return "closed by the client".into();
+                }
+                continue;
             },
             received = recv(&mut snapshots) => match received {
                 Ok(line) => line,
@@ -254,6 +270,16 @@ async fn write_lines(
             }
         }
     }
+}
+
+/// Returns whether the client closed its socket (POLLHUP), as opposed to a half-close.
+fn peer_hung_up(write: &OwnedWriteHalf) -> bool {
+    let stream: &UnixStream = write.as_ref();
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
 }
 
 fn resubscribe(

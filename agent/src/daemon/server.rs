@@ -1,9 +1,12 @@
 //! The socket server: accepts clients and fans each snapshot and event out to all of them
 //! through broadcast channels, so a slow client never holds up the agent.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use mountscope_common::snapshot::Snapshot;
@@ -11,7 +14,7 @@ use serde::Serialize;
 use tokio::{
     io::AsyncWriteExt as _,
     net::UnixListener,
-    sync::{broadcast, mpsc},
+    sync::{Notify, broadcast, mpsc, watch},
     task::JoinSet,
 };
 use tracing::{error, info, warn};
@@ -40,10 +43,18 @@ pub enum AgentRequest {
     Reset,
 }
 
+/// How long a subscribe to events waits for the collection loop to turn the per-call
+/// records on before it replies anyway.
+const RECORDS_ON_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The broadcast side: each published line is serialized once and shared by every client.
 pub struct Hub {
     snapshots: broadcast::Sender<Arc<str>>,
     events: broadcast::Sender<Arc<str>>,
+    /// Wakes the collection loop when subscriptions change.
+    subscriptions_changed: Notify,
+    /// Whether the kernel programs write per-call records, as last set by the loop.
+    records_on: watch::Sender<bool>,
 }
 
 impl Default for Hub {
@@ -51,6 +62,8 @@ impl Default for Hub {
         Hub {
             snapshots: broadcast::channel(SNAPSHOT_BACKLOG).0,
             events: broadcast::channel(EVENT_BACKLOG).0,
+            subscriptions_changed: Notify::new(),
+            records_on: watch::channel(false).0,
         }
     }
 }
@@ -80,6 +93,27 @@ impl Hub {
     /// Returns whether some client is subscribed to events.
     pub fn wants_events(&self) -> bool {
         self.events.receiver_count() > 0
+    }
+
+    /// Completes when a client's subscriptions changed since the last call.
+    pub async fn subscriptions_changed(&self) {
+        self.subscriptions_changed.notified().await;
+    }
+
+    /// Stores whether the kernel programs now write per-call records.
+    pub fn set_records_on(&self, on: bool) {
+        self.records_on.send_replace(on);
+    }
+
+    /// Wakes the collection loop after a client's subscriptions changed. With `events`, it
+    /// also waits until the loop has turned the per-call records on (at most
+    /// `RECORDS_ON_TIMEOUT`), so that the client's `ok` reply means events are flowing.
+    pub(super) async fn sync_subscriptions(&self, events: bool) {
+        self.subscriptions_changed.notify_one();
+        if events {
+            let mut records_on = self.records_on.subscribe();
+            let _ = tokio::time::timeout(RECORDS_ON_TIMEOUT, records_on.wait_for(|on| *on)).await;
+        }
     }
 
     /// Returns whether some client has not yet taken every published line.

@@ -191,7 +191,10 @@ impl Probes {
             options.syscall_records,
         )?;
 
-        let syscall_probes = attach_syscall_programs(&mut ebpf, options, &mut notes)?;
+        // Kept apart until the tier is chosen, because the tier's reason lists the notes of
+        // the hold methods that failed and nothing else.
+        let mut syscall_notes = Vec::new();
+        let syscall_probes = attach_syscall_programs(&mut ebpf, options, &mut syscall_notes)?;
         info!("mount syscalls timed with {}", syscall_probes.label());
 
         // Off-CPU time inside mount syscalls; lock waits of any type come from the contention
@@ -226,6 +229,7 @@ impl Probes {
             }
         };
         info!("measurement tier: {} ({})", tier.kind.label(), tier.reason);
+        notes.extend(syscall_notes);
         let hold_sampled =
             tier.kind == TierKind::ContentionEstimate && options.hold_method != HoldMethod::None;
         Ok(Probes {
