@@ -207,6 +207,31 @@ pub enum Preset {
 }
 
 /// Executor options that a preset sets; with `--preset`, clap rejects these flags.
+/// Options that `--connect` cannot honour, because the agent's probes, filters, interval and
+/// executor apply: giving one of them next to `--connect` is an error.
+pub const CONNECT_CONFLICTS: [&str; 20] = [
+    "interval",
+    "pid",
+    "cgroup",
+    "mntns",
+    "hold_method",
+    "wait_sites",
+    "syscall_tracepoints",
+    "sample_period_us",
+    "strategy",
+    "layers",
+    "builders",
+    "idmap",
+    "per_container_userns",
+    "mount_api",
+    "inspection",
+    "lifetime_ms",
+    "rate",
+    "files_per_layer",
+    "image",
+    "store",
+];
+
 pub const PRESET_FLAGS: [&str; 5] = [
     "builders",
     "layers",

@@ -63,3 +63,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _, error::ErrorKind};
+
+    use super::Cli;
+
+    #[test]
+    fn command_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn connect_rejects_probe_options() {
+        for args in [
+            [
+                "mountscope",
+                "watch",
+                "--connect",
+                "/tmp/agent.sock",
+                "--wait-sites",
+            ],
+            [
+                "mountscope",
+                "record",
+                "--connect",
+                "/tmp/agent.sock",
+                "--sample-period-us=200",
+            ],
+            [
+                "mountscope",
+                "record",
+                "--connect",
+                "/tmp/agent.sock",
+                "--layers=4",
+            ],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("a conflict");
+            assert_eq!(error.kind(), ErrorKind::ArgumentConflict, "{args:?}");
+        }
+    }
+}

@@ -22,7 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use super::{
-    args::{ExecutorArgs, FilterArgs},
+    args::{CONNECT_CONFLICTS, ExecutorArgs, FilterArgs},
     session::Session,
 };
 
@@ -51,7 +51,8 @@ pub struct RecordArgs {
         value_name = "SOCKET",
         num_args = 0..=1,
         default_missing_value = DEFAULT_SOCKET,
-        conflicts_with_all = ["exec", "pid", "cgroup", "mntns"]
+        conflicts_with_all = ["exec"],
+        conflicts_with_all = CONNECT_CONFLICTS
     )]
     connect: Option<PathBuf>,
     #[command(flatten)]
@@ -118,8 +119,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    // NOTE: with --connect the agent's options apply, and probe options given here, such as
-    // --wait-sites or --hold-method, are ignored without a warning.
     if let Some(socket) = &args.connect {
         let write_line = |line: &str| writeln!(out, "{line}");
         runtime.block_on(record_from_agent(

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
-    args::{ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset},
+    args::{CONNECT_CONFLICTS, ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset},
     logging,
     record::seconds,
     session::{Control, Session},
@@ -54,7 +54,8 @@ pub struct WatchArgs {
         value_name = "SOCKET",
         num_args = 0..=1,
         default_missing_value = DEFAULT_SOCKET,
-        conflicts_with_all = ["no_exec", "export", "pid", "cgroup", "mntns"]
+        conflicts_with_all = ["no_exec", "export"],
+        conflicts_with_all = CONNECT_CONFLICTS
     )]
     connect: Option<PathBuf>,
     /// Start the executor with a named set of options. `storm` sets 100 builders, 50 idmapped
@@ -95,8 +96,6 @@ fn export_line(export: &Export, line: serde_json::Result<String>) -> bool {
 
 pub fn run(args: WatchArgs, log_level: &str) -> anyhow::Result<()> {
     logging::to_file(log_level, &args.log_file)?;
-    // NOTE: with --connect the agent's options apply, and probe or executor options given
-    // here are ignored without a warning.
     if let Some(socket) = &args.connect {
         return run_connected(socket);
     }
