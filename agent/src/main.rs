@@ -12,7 +12,9 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mountscope: {e:#}");
+            if !e.is::<cli::Logged>() {
+                eprintln!("mountscope: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

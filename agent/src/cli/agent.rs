@@ -54,11 +54,10 @@ pub struct AgentArgs {
 
 pub fn run(args: AgentArgs, log_level: &str) -> anyhow::Result<()> {
     init_logging(log_level)?;
-    let result = start(args);
-    if let Err(e) = &result {
+    start(args).map_err(|e| {
         error!("agent failed: {e:#}");
-    }
-    result
+        super::Logged.into()
+    })
 }
 
 fn start(args: AgentArgs) -> anyhow::Result<()> {

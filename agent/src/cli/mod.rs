@@ -12,6 +12,12 @@ mod watch;
 
 use clap::{Parser, Subcommand};
 
+/// An error that its command already logged, with a timestamp, to the same stderr, so `main`
+/// does not print it a second time.
+#[derive(Debug, thiserror::Error)]
+#[error("the error was logged above")]
+pub struct Logged;
+
 /// Watch mount syscalls and namespace_sem contention with eBPF, and build overlay root
 /// filesystems to measure them.
 #[derive(Debug, Parser)]
