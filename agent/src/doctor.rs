@@ -14,7 +14,7 @@ use mountscope_common::snapshot::{AddressSource, LockAddress, SyscallProbes, Tie
 use serde::Serialize;
 
 use crate::probes::{
-    SAMPLE_PERIOD_NS,
+    SAMPLE_PERIOD_NS, SYSCALL_FUNCTION_PREFIX,
     btf::{Btf, KernelOffsets, VMLINUX_BTF},
     calibrate, describe_program_error, kallsyms, kprobes_available, object, tracefs,
 };
@@ -46,7 +46,8 @@ pub struct Report {
     pub checks: Vec<Check>,
     pub lock_address: Option<LockAddress>,
     pub tier: Tier,
-    /// Method that will time the mount syscalls: fentry/fexit where the fentry check passes.
+    /// Method that will time the mount syscalls: fentry/fexit where the syscall fentry check
+    /// passes.
     pub syscall_probes: SyscallProbes,
 }
 
@@ -151,7 +152,7 @@ pub fn run() -> Report {
         contention,
     ));
 
-    let (tp_btf, fentry, kprobe) = match (&mut ebpf, &btf) {
+    let (tp_btf, fentry, syscall_fentry, kprobe) = match (&mut ebpf, &btf) {
         (Ok(ebpf), _) => {
             let aya_btf = aya::Btf::from_sys_fs();
             let tp_btf = match &aya_btf {
@@ -162,9 +163,14 @@ pub fn run() -> Report {
                 Ok(b) => check_fentry(ebpf, b),
                 Err(e) => Err((Status::Missing, e.to_string())),
             };
-            (tp_btf, fentry, check_kprobe(ebpf))
+            let syscall_fentry = match &aya_btf {
+                Ok(b) => check_syscall_fentry(ebpf, b),
+                Err(e) => Err((Status::Missing, e.to_string())),
+            };
+            (tp_btf, fentry, syscall_fentry, check_kprobe(ebpf))
         }
         (Err(e), _) => (
+            Err((Status::No, e.clone())),
             Err((Status::No, e.clone())),
             Err((Status::No, e.clone())),
             Err((Status::No, e.clone())),
@@ -172,6 +178,11 @@ pub fn run() -> Report {
     };
     checks.push(check("tp_btf", "BTF tracepoints (tp_btf)", tp_btf));
     checks.push(check("fentry", "fentry/fexit on down_write", fentry));
+    checks.push(check(
+        "syscall_fentry",
+        "fentry/fexit on the mount syscall",
+        syscall_fentry,
+    ));
     checks.push(check("kprobe", "kprobes on up_write", kprobe));
 
     let perf = match &mut ebpf {
@@ -198,7 +209,7 @@ pub fn run() -> Report {
         syscall_probes: SyscallProbes::Tracepoints,
     };
     report.tier = choose_tier(&report);
-    if report.passed("fentry") {
+    if report.passed("syscall_fentry") {
         report.syscall_probes = SyscallProbes::Fentry;
     }
     report
@@ -392,6 +403,21 @@ fn check_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, (Status, Stri
     p.attach()
         .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     Ok("fexit/down_write attached".into())
+}
+
+/// Loads fexit on the mount syscall's function, as the loader does for every mount syscall.
+fn check_syscall_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, (Status, String)> {
+    let function = format!("{SYSCALL_FUNCTION_PREFIX}mount");
+    let p: &mut FExit = ebpf
+        .program_mut("fexit_sys_mount")
+        .ok_or((Status::No, "program `fexit_sys_mount` missing".to_string()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
+    p.load(&function, btf)
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
+    p.attach()
+        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
+    Ok(format!("fexit/{function} attached"))
 }
 
 fn check_kprobe(ebpf: &mut Ebpf) -> Result<String, (Status, String)> {

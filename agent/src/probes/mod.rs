@@ -261,7 +261,7 @@ impl Probes {
 }
 
 /// Prefix of the syscall functions' names on this architecture.
-const SYSCALL_FUNCTION_PREFIX: &str = if cfg!(target_arch = "aarch64") {
+pub(crate) const SYSCALL_FUNCTION_PREFIX: &str = if cfg!(target_arch = "aarch64") {
     "__arm64_sys_"
 } else {
     "__x64_sys_"

@@ -42,6 +42,15 @@ doctor_tier_is() {
 	[ $status -eq 0 ] && [ $found -eq 0 ]
 }
 
+# The syscall probes in `mountscope doctor --json`.
+doctor_syscall_probes_are() {
+	mountscope doctor --json > /tmp/doctor.json || return 1
+	tr -d ' \n' < /tmp/doctor.json | grep -q "\"syscall_probes\":\"$1\"" || {
+		cat /tmp/doctor.json
+		return 1
+	}
+}
+
 # `mountscope record` with the given hold method writes snapshots of the given tier.
 record_tier_is() {
 	mountscope record --duration 3 --exec --builders 2 --layers 4 --hold-method "$1" \
@@ -55,6 +64,7 @@ record_tier_is() {
 echo "MOUNTSCOPE-VM-KERNEL: $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPUs"
 check overlay-module insmod /lib/overlay.ko
 check doctor-exact-fentry doctor_tier_is exact_fentry
+check doctor-syscall-fentry doctor_syscall_probes_are fentry
 check exact-tier-tests env MOUNTSCOPE_EXPECT_EXACT=1 /bin/exact_tier --test-threads=1
 check record-fentry record_tier_is fentry exact_fentry
 
