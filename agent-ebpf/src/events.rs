@@ -36,9 +36,10 @@ pub fn submit(entry: aya_ebpf::maps::ring_buf::RingBufEntry<Event>) {
     entry.submit(flags as u64);
 }
 
-/// Whether a record of every syscall is wanted. The agent turns this on only while a consumer
-/// reads them (`record`, or a client subscribed to events): writing a record is a large part
-/// of a traced call's cost, and the counters and histograms do not need it.
+/// Returns whether a record of every syscall is requested. The agent turns this on only while
+/// a consumer reads them (`record`, `watch --export`, or a client subscribed to events),
+/// because writing a record is a large part of a traced call's cost and the counters and
+/// histograms do not need it.
 #[inline(always)]
 pub fn syscall_records_on() -> bool {
     SWITCHES

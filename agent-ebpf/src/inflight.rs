@@ -1,4 +1,4 @@
-//! Where each thread keeps its traced syscall in progress, from enter to exit.
+//! Storage of each thread's traced syscall in progress, from enter to exit.
 //!
 //! Almost every entry lives in `INFLIGHT_SLOTS`, an array indexed by the low bits of the
 //! thread id. The verifier inlines array lookups, so storing, finding and clearing an entry

@@ -16,7 +16,7 @@ use mountscope_common::{
 const MAX_THREADS: u32 = 16384;
 
 /// Thread id -> the traced syscall it is in, for threads whose slot in `INFLIGHT_SLOTS` was
-/// held by another thread at enter. Inserted at enter, removed at exit.
+/// owned by another thread at enter. Inserted at enter, removed at exit.
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_THREADS, 0);
 

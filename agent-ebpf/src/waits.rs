@@ -166,8 +166,8 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
     // The task switching out is the current task, so its stack is the stack it blocked in.
     // A thread in a lock wait is already timed by the lock tracepoints, so its off-CPU span
     // is not counted twice.
-    // The in-flight entry is checked first because most switched-out tasks are in no mount syscall, so
-    // the common case costs one array lookup.
+    // The in-flight entry is checked first because most switched-out tasks are in no mount
+    // syscall, so the common case costs one array lookup.
     if prev_pid != 0
         && let Some(inflight) = inflight::find(prev_pid)
         && SITE_LOCK_WAITS.get_ptr(prev_pid).is_none()

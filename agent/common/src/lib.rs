@@ -296,7 +296,6 @@ pub mod sampler_slot {
     pub const COUNT: u32 = BY_SYSCALL + crate::SYSCALL_COUNT as u32;
 }
 
-/// Slots of the `DROPS` per-CPU array.
 /// Largest errno counted on its own in `SYSCALL_ERRNOS`; larger values, which Linux does not
 /// return to user space, are counted under this one. With ten syscalls the map can hold every
 /// possible key, so no error goes uncounted.
@@ -315,6 +314,7 @@ pub mod switch_slot {
     pub const COUNT: u32 = 1;
 }
 
+/// Slots of the `DROPS` per-CPU array.
 pub mod drop_slot {
     /// Ring buffer full: a per-event record was lost (the aggregates still counted it).
     pub const RINGBUF: u32 = 0;

@@ -200,9 +200,9 @@ async fn collect(
 /// Reads the ring buffer into the event stream. Per-call syscall records are written only
 /// while a client is subscribed to events, so the switch follows the subscriptions here.
 fn drain(session: &mut Session, hub: &Hub) {
-    let wanted = hub.wants_events();
-    match session.collector.set_syscall_records(wanted) {
-        Ok(()) => hub.set_records_on(wanted),
+    let subscribed = hub.wants_events();
+    match session.collector.set_syscall_records(subscribed) {
+        Ok(()) => hub.set_records_on(subscribed),
         Err(e) => warn!("{e:#}"),
     }
     session.collector.drain(|event| {

@@ -254,10 +254,6 @@ impl Probes {
         }
         Ok(())
     }
-
-    pub fn syscall_records(&self) -> bool {
-        self.syscall_records
-    }
 }
 
 /// Prefix of the syscall functions' names on this architecture.
