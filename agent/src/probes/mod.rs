@@ -194,7 +194,9 @@ impl Probes {
         // Kept apart until the tier is chosen, because the tier's reason lists the notes of
         // the hold methods that failed and nothing else.
         let mut syscall_notes = Vec::new();
-        let syscall_probes = attach_syscall_programs(&mut ebpf, options, &mut syscall_notes)?;
+        let kernel_btf = KernelBtf::default();
+        let syscall_probes =
+            attach_syscall_programs(&mut ebpf, options, &kernel_btf, &mut syscall_notes)?;
         info!("mount syscalls timed with {}", syscall_probes.label());
 
         // Off-CPU time inside mount syscalls; lock waits of any type come from the contention
@@ -214,8 +216,13 @@ impl Probes {
                 reason: "the address of namespace_sem is unknown, so no lock program runs".into(),
             }
         } else {
-            match attach_lock_programs(&mut ebpf, options.hold_method, sample_period_ns, &mut notes)
-            {
+            match attach_lock_programs(
+                &mut ebpf,
+                options.hold_method,
+                sample_period_ns,
+                &kernel_btf,
+                &mut notes,
+            ) {
                 Ok(tier) => tier,
                 Err(e @ ProbeError::HoldMethodUnavailable { .. }) => return Err(e),
                 Err(e) => {
@@ -268,6 +275,7 @@ pub(crate) const SYSCALL_FUNCTION_PREFIX: &str = if cfg!(target_arch = "aarch64"
 fn attach_syscall_programs(
     ebpf: &mut Ebpf,
     options: &ProbeOptions,
+    kernel_btf: &KernelBtf,
     notes: &mut Vec<String>,
 ) -> Result<SyscallProbes, ProbeError> {
     let present: Vec<&str> = MountSyscall::ALL
@@ -285,7 +293,7 @@ fn attach_syscall_programs(
         })
         .collect();
     if !options.syscall_tracepoints {
-        match attach_syscall_fentry(ebpf, &present) {
+        match attach_syscall_fentry(ebpf, kernel_btf, &present) {
             Ok(()) => return Ok(SyscallProbes::Fentry),
             Err(e) => {
                 let programs: Vec<String> = present
@@ -318,19 +326,33 @@ fn attach_syscall_programs(
 
 /// fentry/fexit on each syscall function. Each exit program is attached before its entry
 /// program, so that no call is entered without its exit being traced.
-fn attach_syscall_fentry(ebpf: &mut Ebpf, names: &[&str]) -> Result<(), ProbeError> {
-    let btf = kernel_btf()?;
+fn attach_syscall_fentry(
+    ebpf: &mut Ebpf,
+    kernel_btf: &KernelBtf,
+    names: &[&str],
+) -> Result<(), ProbeError> {
+    let btf = kernel_btf.get()?;
     for name in names {
         let function = format!("{SYSCALL_FUNCTION_PREFIX}{name}");
-        attach_trampoline(ebpf, &btf, &format!("fexit_sys_{name}"), &function, true)?;
-        attach_trampoline(ebpf, &btf, &format!("fentry_sys_{name}"), &function, false)?;
+        attach_trampoline(ebpf, btf, &format!("fexit_sys_{name}"), &function, true)?;
+        attach_trampoline(ebpf, btf, &format!("fentry_sys_{name}"), &function, false)?;
     }
     Ok(())
 }
 
-fn kernel_btf() -> Result<aya::Btf, ProbeError> {
-    aya::Btf::from_sys_fs()
-        .map_err(|e| ProbeError::System(format!("failed to read the kernel BTF: {e}")))
+/// The kernel's BTF as aya reads it to load fentry/fexit programs. It is read at most once
+/// per load of the probes, because the syscall and the hold programs both need it and
+/// parsing vmlinux's BTF takes a noticeable time.
+#[derive(Default)]
+struct KernelBtf(std::cell::OnceCell<Result<aya::Btf, String>>);
+
+impl KernelBtf {
+    fn get(&self) -> Result<&aya::Btf, ProbeError> {
+        self.0
+            .get_or_init(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| ProbeError::System(format!("failed to read the kernel BTF: {e}")))
+    }
 }
 
 /// Loads `program` as an fexit (`is_exit`) or fentry program on kernel `function` and
@@ -452,13 +474,14 @@ fn attach_lock_programs(
     ebpf: &mut Ebpf,
     method: HoldMethod,
     sample_period_ns: u64,
+    kernel_btf: &KernelBtf,
     notes: &mut Vec<String>,
 ) -> Result<Tier, ProbeError> {
     attach_tracepoint(ebpf, "contention_end", "lock", "contention_end")?;
     attach_tracepoint(ebpf, "contention_begin", "lock", "contention_begin")?;
 
     if matches!(method, HoldMethod::Auto | HoldMethod::Fentry) {
-        match attach_fentry(ebpf) {
+        match attach_fentry(ebpf, kernel_btf) {
             Ok(()) => {
                 return Ok(Tier {
                     kind: TierKind::ExactFentry,
@@ -466,7 +489,7 @@ fn attach_lock_programs(
                 });
             }
             Err(e) => {
-                detach_all(ebpf, FENTRY_PROGRAMS);
+                detach_all(ebpf, FENTRY_PROGRAMS.iter().map(|(p, _, _)| *p));
                 let text = describe_probe_error(&e);
                 debug!("fentry tier unavailable: {text}");
                 notes.push(format!("fentry: {text}"));
@@ -562,25 +585,19 @@ fn describe_probe_error(e: &ProbeError) -> String {
     }
 }
 
-/// fentry/fexit programs and the kernel function each attaches to.
-const FENTRY_PROGRAMS: [&str; 5] = [
-    "fexit_down_write",
-    "fexit_down_read",
-    "fentry_up_write",
-    "fentry_up_read",
-    "fentry_downgrade_write",
+/// fentry/fexit programs of the exact tier: (program, kernel function, whether it is fexit).
+const FENTRY_PROGRAMS: [(&str, &str, bool); 5] = [
+    ("fexit_down_write", "down_write", true),
+    ("fexit_down_read", "down_read", true),
+    ("fentry_up_write", "up_write", false),
+    ("fentry_up_read", "up_read", false),
+    ("fentry_downgrade_write", "downgrade_write", false),
 ];
 
-fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    let btf = kernel_btf()?;
-    for (program, function, is_exit) in [
-        ("fexit_down_write", "down_write", true),
-        ("fexit_down_read", "down_read", true),
-        ("fentry_up_write", "up_write", false),
-        ("fentry_up_read", "up_read", false),
-        ("fentry_downgrade_write", "downgrade_write", false),
-    ] {
-        attach_trampoline(ebpf, &btf, program, function, is_exit)?;
+fn attach_fentry(ebpf: &mut Ebpf, kernel_btf: &KernelBtf) -> Result<(), ProbeError> {
+    let btf = kernel_btf.get()?;
+    for (program, function, is_exit) in FENTRY_PROGRAMS {
+        attach_trampoline(ebpf, btf, program, function, is_exit)?;
     }
     Ok(())
 }
