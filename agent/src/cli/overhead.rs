@@ -116,8 +116,8 @@ struct Report {
     /// One row per condition, `bare` first.
     rows: Vec<Row>,
     bpftrace_note: Option<String>,
-    /// Set when a condition with probes ran faster than the one without: something else on
-    /// the host disturbed the run, and its ratios mean little.
+    /// Set when a condition with probes ran faster than the one without, so noise or other
+    /// work on the host outweighed the probes' cost and the ratios mean little.
     disturbed: Option<String>,
 }
 
@@ -383,7 +383,7 @@ pub fn run(args: OverheadArgs) -> anyhow::Result<()> {
 }
 
 /// Returns a warning naming the conditions with probes that ran faster than the one
-/// without, which only happens when other work on the host disturbed the run.
+/// without. Then noise or other work on the host outweighed the probes' cost.
 fn disturbed_warning(rows: &[Row]) -> Option<String> {
     let faster: Vec<&str> = rows
         .iter()
@@ -392,8 +392,9 @@ fn disturbed_warning(rows: &[Row]) -> Option<String> {
         .collect();
     (!faster.is_empty()).then(|| {
         format!(
-            "{} ran faster than without probes, so other work on the host disturbed this run \
-             (mounts elsewhere contend on the same global lock). Run it again on a quiet host.",
+            "{} ran faster than without probes, so noise or other work on the host (mounts \
+             elsewhere contend on the same global lock) outweighed the probes' cost. Run it \
+             again on a quiet host, with more --rounds.",
             faster.join(", ")
         )
     })

@@ -340,9 +340,9 @@ fn attach_syscall_fentry(
     Ok(())
 }
 
-/// The kernel's BTF as aya reads it to load fentry/fexit programs. It is read at most once
-/// per load of the probes, because the syscall and the hold programs both need it and
-/// parsing vmlinux's BTF takes a noticeable time.
+/// The kernel's BTF as aya reads it to load fentry/fexit programs. The syscall and the hold
+/// programs both need it, and `/sys/kernel/btf/vmlinux` is several megabytes, so it is parsed
+/// at most once per load of the probes.
 #[derive(Default)]
 struct KernelBtf(std::cell::OnceCell<Result<aya::Btf, String>>);
 
