@@ -114,6 +114,7 @@ impl ExecutorMonitor {
             last_a: self.last_a.clone(),
             last_b: self.last_b.clone(),
             last_error: stats.last_error,
+            unmount_busy_retries: stats.unmount_busy_retries,
         });
     }
 }

@@ -141,6 +141,24 @@ fn ab_panel_shows_ratio_of_builds() {
     assert!(text.contains("2.41"), "{text}");
 }
 
+#[test]
+fn busy_unmount_retries_shown_when_any() {
+    let mut snapshot = estimate_with_executor();
+    if let Some(executor) = snapshot.executor.as_mut() {
+        executor.unmount_busy_retries = 7;
+    }
+    let app = app_with(&[snapshot]);
+    let text = render(&app, LARGE.0, LARGE.1);
+    assert!(text.contains("0 failed, 7 busy unmounts retried"), "{text}");
+}
+
+#[test]
+fn busy_unmount_retries_hidden_when_none() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, LARGE.0, LARGE.1);
+    assert!(!text.contains("busy unmounts"), "{text}");
+}
+
 /// A reason as long as the agent writes when neither fentry nor kprobes load.
 const LONG_REASON: &str = "fentry and kprobes are unavailable (fentry: failed to load or attach \
      `fexit_down_write`), so a cpu-clock sampler every 100 µs estimates hold time";

@@ -285,6 +285,10 @@ pub struct ExecutorStatus {
     pub last_a: Option<StrategyFigures>,
     pub last_b: Option<StrategyFigures>,
     pub last_error: Option<String>,
+    /// Unmounts tried again because the mount was busy, since the executor started. Recordings
+    /// made before this field existed read as 0.
+    #[serde(default)]
+    pub unmount_busy_retries: u64,
 }
 
 /// One place where mount syscalls wait: a lock or an off-CPU span at one kernel call site.

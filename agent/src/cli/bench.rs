@@ -302,6 +302,13 @@ async fn measure(
             after.last_error.as_deref().unwrap_or("no message")
         );
     }
+    let busy_retries = after.unmount_busy_retries - before.unmount_busy_retries;
+    if busy_retries > 0 {
+        eprintln!(
+            "mountscope: {busy_retries} unmounts with {} were busy and tried again; each try is one more umount2 in the syscalls per build",
+            strategy.label()
+        );
+    }
     if builds == 0 && failures > 0 {
         anyhow::bail!(
             "every container start with {} failed: {}",

@@ -254,6 +254,16 @@ fn write_executor(out: &mut Text, executor: &ExecutorStats) {
         &[],
         executor.failures_total,
     );
+    out.header(
+        "mountscope_executor_unmount_busy_retries_total",
+        "Unmounts the overlay executor tried again because the mount was busy.",
+        "counter",
+    );
+    out.sample(
+        "mountscope_executor_unmount_busy_retries_total",
+        &[],
+        executor.unmount_busy_retries,
+    );
 }
 
 /// Adds every counter and histogram of `from` to `into`. Maxima take the larger value.

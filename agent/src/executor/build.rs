@@ -184,7 +184,7 @@ impl Rootfs {
 
     /// Unmounts the overlay. Its directories stay for the builder's next start.
     pub(crate) fn teardown(mut self) -> Result<(), ExecutorError> {
-        syscalls::umount(&self.dirs.merged, 0)
+        syscalls::umount_when_free(&self.dirs.merged)
             .map_err(|e| ExecutorError::syscall("umount2(overlay)", &self.dirs.merged, e))?;
         self.overlay_mounted = false;
         Ok(())
@@ -276,7 +276,7 @@ pub(crate) fn build_rootfs(
 
     // The overlay keeps private clones of its lower layers, so the temporary mounts can go.
     while let Some(target) = rootfs.temporary_mounts.pop() {
-        if let Err(e) = syscalls::umount(&target, 0) {
+        if let Err(e) = syscalls::umount_when_free(&target) {
             rootfs.temporary_mounts.push(target.clone());
             return Err(ExecutorError::syscall("umount2(layer)", target, e));
         }

@@ -29,7 +29,10 @@
 //! (see [`build::syscalls_per_container_start`] for the terms). Besides those, each builder
 //! makes one `mount(MS_REC | MS_PRIVATE)` and one tmpfs mount for its scratch space when its
 //! thread starts and one `umount2(MNT_DETACH)` when it stops, and a failed build makes
-//! `umount2(MNT_DETACH)` calls to clean up.
+//! `umount2(MNT_DETACH)` calls to clean up. An unmount that fails with EBUSY is tried again
+//! after a short pause, for up to about 0.5 s, because a child forked by another thread keeps
+//! copies of the builders' open descriptors until it calls exec. Each new try is one more
+//! `umount2` and is counted in [`ExecutorStats::unmount_busy_retries`].
 
 mod build;
 mod error;
@@ -155,6 +158,9 @@ pub struct ExecutorStats {
     pub userns_created: u64,
     /// Time spent creating per-container user namespaces, summed over all builders.
     pub userns_create_total: Duration,
+    /// Unmounts tried again because the mount was busy, each one more `umount2` call included
+    /// in `mount_syscalls_total`.
+    pub unmount_busy_retries: u64,
 }
 
 /// Mount-family syscalls one container start makes with `settings`, the overlay mounted with
@@ -186,6 +192,7 @@ struct Counters {
     userns_created: u64,
     userns_create_total: Duration,
     userns_latencies: Vec<Duration>,
+    unmount_busy_retries: u64,
 }
 
 /// State shared by the builders, the executor and its control handles.
@@ -281,6 +288,12 @@ impl Shared {
         counters.userns_create_total += latency;
         if counters.userns_latencies.len() < MAX_PENDING_LATENCIES {
             counters.userns_latencies.push(latency);
+        }
+    }
+
+    fn record_busy_retries(&self, retries: u64) {
+        if retries > 0 {
+            lock(&self.counters).unmount_busy_retries += retries;
         }
     }
 
@@ -466,6 +479,7 @@ impl ExecutorControl {
             latencies_dropped: counters.latencies_dropped,
             userns_created: counters.userns_created,
             userns_create_total: counters.userns_create_total,
+            unmount_busy_retries: counters.unmount_busy_retries,
         }
     }
 

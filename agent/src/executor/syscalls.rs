@@ -8,6 +8,7 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     path::Path,
     ptr,
+    time::Duration,
 };
 
 // Kernel ABI values from include/uapi/linux/mount.h and fcntl.h (stable since Linux 5.2, and
@@ -32,11 +33,24 @@ struct MountAttr {
 
 thread_local! {
     static MOUNT_SYSCALLS: Cell<u64> = const { Cell::new(0) };
+    static BUSY_RETRIES: Cell<u64> = const { Cell::new(0) };
 }
+
+/// Calls of `umount2` that [`umount_when_free`] makes on one target at most. The pause before
+/// each new try doubles from [`BUSY_FIRST_PAUSE`] up to [`BUSY_MAX_PAUSE`], about 0.5 s in all.
+const BUSY_TRIES: u32 = 30;
+const BUSY_FIRST_PAUSE: Duration = Duration::from_micros(200);
+const BUSY_MAX_PAUSE: Duration = Duration::from_millis(20);
 
 /// Mount-family syscalls made by the calling thread through this module, failed calls included.
 pub(crate) fn thread_syscall_count() -> u64 {
     MOUNT_SYSCALLS.with(Cell::get)
+}
+
+/// Unmounts that [`umount_when_free`] tried again on the calling thread because the mount was
+/// busy. Each is one more `umount2` call, counted in [`thread_syscall_count`] as well.
+pub(crate) fn thread_busy_retries() -> u64 {
+    BUSY_RETRIES.with(Cell::get)
 }
 
 fn count_call() {
@@ -126,6 +140,26 @@ pub(crate) fn umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: `target` is a NUL-terminated string that outlives the call.
     let status = unsafe { libc::umount2(target.as_ptr(), flags) };
     check_status(status.into()).map(drop)
+}
+
+/// Unmounts `target` with `umount2(2)` and no flags, and tries again while it fails with EBUSY.
+///
+/// A child forked by any thread of this process keeps a copy of every open descriptor until it
+/// calls exec, and a descriptor of a file inside the mount keeps the mount busy. A lazy unmount
+/// would hide a mount that stays busy for good, so after [`BUSY_TRIES`] calls the error stands.
+pub(crate) fn umount_when_free(target: &Path) -> io::Result<()> {
+    let mut pause = BUSY_FIRST_PAUSE;
+    for _ in 1..BUSY_TRIES {
+        match umount(target, 0) {
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(BUSY_MAX_PAUSE);
+                BUSY_RETRIES.with(|count| count.set(count.get() + 1));
+            }
+            result => return result,
+        }
+    }
+    umount(target, 0)
 }
 
 /// Clones the mount at `path` into a detached mount with `open_tree(OPEN_TREE_CLONE)`.

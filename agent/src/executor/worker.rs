@@ -50,6 +50,7 @@ pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
         round += 1;
 
         let syscalls_before = syscalls::thread_syscall_count();
+        let retries_before = syscalls::thread_busy_retries();
         let result = start_one(
             &shared,
             &settings,
@@ -59,6 +60,7 @@ pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
             inspection_dir.as_mut(),
         );
         let syscalls_made = syscalls::thread_syscall_count() - syscalls_before;
+        shared.record_busy_retries(syscalls::thread_busy_retries() - retries_before);
 
         match result {
             Ok(latency) => shared.record_build(settings.strategy, latency, syscalls_made),

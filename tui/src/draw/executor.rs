@@ -62,12 +62,18 @@ fn totals_line(executor: &ExecutorStatus) -> Line<'static> {
     } else {
         Style::new()
     };
-    Line::from(vec![
+    let mut spans = vec![
         Span::raw(executor.builds_total.to_string()),
         Span::styled(" builds, ", label()),
         Span::styled(executor.failures_total.to_string(), failures_style),
         Span::styled(" failed", label()),
-    ])
+    ];
+    if executor.unmount_busy_retries > 0 {
+        spans.push(Span::styled(", ", label()));
+        spans.push(Span::raw(executor.unmount_busy_retries.to_string()));
+        spans.push(Span::styled(" busy unmounts retried", label()));
+    }
+    Line::from(spans)
 }
 
 fn error_line(executor: &ExecutorStatus) -> Line<'static> {

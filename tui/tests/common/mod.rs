@@ -202,6 +202,7 @@ fn executor() -> ExecutorStatus {
         },
         builds_total: 5_120,
         failures_total: 0,
+        unmount_busy_retries: 0,
         builds: 12,
         current: StrategyFigures {
             builds_per_s: 12.0,
