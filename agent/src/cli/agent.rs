@@ -25,12 +25,13 @@ use tracing::{debug, error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    args::{ExecutorArgs, FilterArgs},
+    args::{ExecutorArgs, FilterArgs, executor_requires_exec},
     record::seconds,
     session::Session,
 };
 
 #[derive(Debug, Args)]
+#[command(mut_args(executor_requires_exec))]
 pub struct AgentArgs {
     /// Unix socket that clients such as `watch --connect` use. Its directory is created with
     /// mode 0700 when missing, and the socket gets mode 0600.

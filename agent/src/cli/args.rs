@@ -3,7 +3,7 @@
 use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
-use clap::{Args, ValueEnum};
+use clap::{Arg, Args, ValueEnum};
 use mountscope_agent::{
     executor::ExecutorConfig,
     probes::{Filters, HoldMethod, ProbeOptions, SAMPLE_PERIOD_NS},
@@ -76,8 +76,18 @@ pub struct FilterArgs {
     /// Period per CPU, in microseconds, of the cpu-clock sampler that estimates hold times
     /// where fentry and kprobes are unavailable (100 to 1000000). A shorter period gives a
     /// finer estimate and costs more (docs/BENCHMARKS.md).
-    #[arg(long, default_value_t = SAMPLE_PERIOD_NS / 1000)]
+    #[arg(long, default_value_t = SAMPLE_PERIOD_NS / 1000, value_parser = parse_sample_period_us)]
     pub sample_period_us: u64,
+}
+
+/// Parses `--sample-period-us`: a whole number of microseconds within the allowed bounds.
+fn parse_sample_period_us(value: &str) -> Result<u64, String> {
+    let bounds = format!("give {MIN_SAMPLE_PERIOD_US} to {MAX_SAMPLE_PERIOD_US} microseconds");
+    match value.parse::<u64>() {
+        Ok(period) if (MIN_SAMPLE_PERIOD_US..=MAX_SAMPLE_PERIOD_US).contains(&period) => Ok(period),
+        Ok(_) => Err(format!("out of range; {bounds}")),
+        Err(_) => Err(format!("not a whole number; {bounds}")),
+    }
 }
 
 /// A number, or the inode number of a path (a cgroup directory's inode is its cgroup id).
@@ -107,13 +117,6 @@ impl FilterArgs {
             && (pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists())
         {
             bail!("invalid --pid {pid}: no such process; give the id of a running process");
-        }
-        if !(MIN_SAMPLE_PERIOD_US..=MAX_SAMPLE_PERIOD_US).contains(&self.sample_period_us) {
-            bail!(
-                "invalid --sample-period-us {}: give {MIN_SAMPLE_PERIOD_US} to \
-                 {MAX_SAMPLE_PERIOD_US} microseconds",
-                self.sample_period_us
-            );
         }
         Ok(ProbeOptions {
             filters: Filters {
@@ -206,7 +209,6 @@ pub enum Preset {
     Storm,
 }
 
-/// Executor options that a preset sets; with `--preset`, clap rejects these flags.
 /// Options that `--connect` cannot honour, because the agent's probes, filters, interval and
 /// executor apply: giving one of them next to `--connect` is an error.
 pub const CONNECT_CONFLICTS: [&str; 20] = [
@@ -232,6 +234,34 @@ pub const CONNECT_CONFLICTS: [&str; 20] = [
     "store",
 ];
 
+/// Ids of the executor options. `record` and `agent` start no executor without `--exec`, so
+/// there these options require it.
+pub const EXECUTOR_FLAGS: [&str; 12] = [
+    "strategy",
+    "layers",
+    "builders",
+    "idmap",
+    "per_container_userns",
+    "mount_api",
+    "inspection",
+    "lifetime_ms",
+    "rate",
+    "files_per_layer",
+    "image",
+    "store",
+];
+
+/// Makes `arg` require `--exec` when it is an executor option, for commands whose executor is
+/// off unless `--exec` is given.
+pub fn executor_requires_exec(arg: Arg) -> Arg {
+    if EXECUTOR_FLAGS.contains(&arg.get_id().as_str()) {
+        arg.requires("exec")
+    } else {
+        arg
+    }
+}
+
+/// Executor options that a preset sets, which clap rejects next to `--preset`.
 pub const PRESET_FLAGS: [&str; 5] = [
     "builders",
     "layers",
@@ -252,5 +282,27 @@ impl Preset {
                 config.inspection = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_period_in_range_parses() {
+        assert_eq!(parse_sample_period_us("5000"), Ok(5000));
+    }
+
+    #[test]
+    fn sample_period_below_range_names_bounds() {
+        let error = parse_sample_period_us("99").expect_err("below the range");
+        assert!(error.contains("100 to 1000000"), "{error}");
+    }
+
+    #[test]
+    fn sample_period_not_a_number_names_bounds() {
+        let error = parse_sample_period_us("5ms").expect_err("not a number");
+        assert!(error.contains("100 to 1000000"), "{error}");
     }
 }

@@ -72,9 +72,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory as _, Parser as _, error::ErrorKind};
+    use clap::{Args as _, CommandFactory as _, Parser as _, error::ErrorKind};
 
-    use super::Cli;
+    use super::{
+        Cli,
+        args::{EXECUTOR_FLAGS, ExecutorArgs},
+    };
 
     #[test]
     fn command_definition_is_valid() {
@@ -109,5 +112,40 @@ mod tests {
             let error = Cli::try_parse_from(args).expect_err("a conflict");
             assert_eq!(error.kind(), ErrorKind::ArgumentConflict, "{args:?}");
         }
+    }
+
+    #[test]
+    fn executor_flags_list_every_executor_option() {
+        let command = ExecutorArgs::augment_args(clap::Command::new("executor"));
+        let mut ids: Vec<&str> = command
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .collect();
+        let mut listed = EXECUTOR_FLAGS.to_vec();
+        ids.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(ids, listed);
+    }
+
+    #[test]
+    fn executor_options_require_exec() {
+        for command in ["record", "agent"] {
+            let args = ["mountscope", command, "--layers=4"];
+            let error = Cli::try_parse_from(args).expect_err("--exec is missing");
+            assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn executor_options_accepted_with_exec() {
+        for command in ["record", "agent"] {
+            let args = ["mountscope", command, "--exec", "--layers=4"];
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn watch_executor_options_need_no_exec() {
+        assert!(Cli::try_parse_from(["mountscope", "watch", "--layers=4"]).is_ok());
     }
 }

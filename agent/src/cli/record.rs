@@ -22,11 +22,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use super::{
-    args::{CONNECT_CONFLICTS, ExecutorArgs, FilterArgs},
+    args::{CONNECT_CONFLICTS, ExecutorArgs, FilterArgs, executor_requires_exec},
     session::Session,
 };
 
 #[derive(Debug, Args)]
+#[command(mut_args(executor_requires_exec))]
 pub struct RecordArgs {
     /// Stop after this many seconds; without it, record until Ctrl-C or SIGTERM.
     #[arg(long)]
