@@ -317,8 +317,16 @@ fn choose_tier(report: &Report) -> Tier {
         };
     }
     Tier {
-        kind: TierKind::ContentionEstimate,
-        reason: "exact waits from lock:contention_*; no hold-time measurement loads".into(),
+        kind: TierKind::ContentionOnly,
+        reason: format!(
+            "exact waits from lock:contention_*; no hold-time method loads (fentry: {}; \
+             kprobe: {}; perf_sampling: {})",
+            report.check("fentry").map_or("", |c| c.detail.as_str()),
+            report.check("kprobe").map_or("", |c| c.detail.as_str()),
+            report
+                .check("perf_sampling")
+                .map_or("", |c| c.detail.as_str()),
+        ),
     }
 }
 

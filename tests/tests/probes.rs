@@ -364,6 +364,26 @@ fn sampler_catches_write_holds() {
     );
 }
 
+/// `--hold-method none` keeps the contention tracepoints and measures no hold time.
+#[test]
+fn hold_method_none_measures_no_hold() {
+    if !is_root() {
+        return;
+    }
+    let scratch = Scratch::new("hold-none");
+    let (src, dst) = (scratch.src(), scratch.dst());
+    let snapshot = in_namespace_with(
+        |o| o.hold_method = HoldMethod::None,
+        move |collector, _| {
+            bind_and_unmount(&src, &dst, 50);
+            collector.snapshot(None).unwrap()
+        },
+    );
+    assert_eq!(snapshot.tier.kind, TierKind::ContentionOnly);
+    assert_eq!(snapshot.hold_estimate, None);
+    assert!(snapshot.lock_holds.is_empty(), "{:?}", snapshot.lock_holds);
+}
+
 #[test]
 fn missing_directory_records_enoent() {
     if !is_root() {

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    app_with, assert_golden, empty, estimate_with_executor, exact_no_executor, exact_with_executor,
-    minute_ending_with, render,
+    app_with, assert_golden, contention_only, empty, estimate_with_executor, exact_no_executor,
+    exact_with_executor, minute_ending_with, render,
 };
 use mountscope_tui::{App, Event};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -41,6 +41,26 @@ fn exact_no_executor_golden() {
 fn exact_paused_executor_golden() {
     let app = app_with(&[exact_with_executor()]);
     golden("exact_paused_executor", &app);
+}
+
+#[test]
+fn contention_only_golden() {
+    let app = app_with(&minute_ending_with(&contention_only()));
+    golden("contention_only", &app);
+}
+
+#[test]
+fn contention_only_says_hold_not_measured() {
+    let app = app_with(&[contention_only()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(text.contains("hold time not measured"), "{text}");
+}
+
+#[test]
+fn contention_only_shows_no_held_share() {
+    let app = app_with(&[contention_only()]);
+    let text = render(&app, LARGE.0, LARGE.1);
+    assert!(!text.contains("held for write"), "{text}");
 }
 
 #[test]

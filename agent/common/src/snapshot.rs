@@ -15,6 +15,9 @@ pub enum TierKind {
     ExactKprobe,
     /// `lock:contention_*` tracepoints give exact waits; a cpu-clock sampler estimates holds.
     ContentionEstimate,
+    /// `lock:contention_*` tracepoints give exact waits, and hold time is not measured: it was
+    /// turned off with `--hold-method none`, or no hold method loads.
+    ContentionOnly,
     /// Only syscall tracepoints load: syscall latency, no lock figures.
     SyscallsOnly,
 }
@@ -25,11 +28,20 @@ impl TierKind {
         matches!(self, TierKind::ContentionEstimate)
     }
 
+    /// Reports whether this tier measures or estimates how long namespace_sem is held.
+    pub fn measures_hold(self) -> bool {
+        matches!(
+            self,
+            TierKind::ExactFentry | TierKind::ExactKprobe | TierKind::ContentionEstimate
+        )
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             TierKind::ExactFentry => "exact (fentry)",
             TierKind::ExactKprobe => "exact (kprobe)",
             TierKind::ContentionEstimate => "contention tracepoints + hold estimate",
+            TierKind::ContentionOnly => "contention tracepoints, no hold time",
             TierKind::SyscallsOnly => "syscall latency only",
         }
     }

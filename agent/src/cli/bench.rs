@@ -94,10 +94,11 @@ pub struct StrategyResult {
     pub waits_total: u64,
     pub wait_p50_ns: u64,
     pub wait_p99_ns: u64,
-    /// Write-hold time of namespace_sem per build.
-    pub hold_ns_per_build: f64,
-    /// Write-hold time of namespace_sem over the measured period.
-    pub hold_ns_total: f64,
+    /// Write-hold time of namespace_sem per build, `None` at tiers that do not measure it.
+    pub hold_ns_per_build: Option<f64>,
+    /// Write-hold time of namespace_sem over the measured period, `None` at tiers that do not
+    /// measure it.
+    pub hold_ns_total: Option<f64>,
     pub hold_is_estimate: bool,
     /// Per-container user namespaces created in the measured period and their creation times.
     pub userns_created: u64,
@@ -135,7 +136,7 @@ struct Ratios {
     mount_operations_per_start: f64,
     syscalls_per_build: f64,
     waits_per_build: f64,
-    hold_per_build: f64,
+    hold_per_build: Option<f64>,
     userns_create_p99: f64,
 }
 
@@ -213,7 +214,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 ),
                 syscalls_per_build: ratio(b.syscalls_per_build, a.syscalls_per_build),
                 waits_per_build: ratio(b.waits_per_build, a.waits_per_build),
-                hold_per_build: ratio(b.hold_ns_per_build, a.hold_ns_per_build),
+                hold_per_build: b
+                    .hold_ns_per_build
+                    .zip(a.hold_ns_per_build)
+                    .map(|(b, a)| ratio(b, a)),
                 userns_create_p99: ratio(
                     b.userns_create_p99_ns as f64,
                     a.userns_create_p99_ns as f64,
@@ -395,17 +399,18 @@ fn result(
     }
     let hold_ns = match tier {
         TierKind::ExactFentry | TierKind::ExactKprobe => {
-            totals.holds[LockMode::Write.index()].total_ns as f64
+            Some(totals.holds[LockMode::Write.index()].total_ns as f64)
         }
-        _ => {
+        TierKind::ContentionEstimate => {
             let samples = totals.sampler[sampler_slot::TOTAL as usize];
             let held = totals.sampler[sampler_slot::WRITE_HELD as usize];
             if samples > 0 {
-                held as f64 / samples as f64 * elapsed.as_nanos() as f64
+                Some(held as f64 / samples as f64 * elapsed.as_nanos() as f64)
             } else {
-                0.0
+                Some(0.0)
             }
         }
+        TierKind::ContentionOnly | TierKind::SyscallsOnly => None,
     };
     StrategyResult {
         strategy,
@@ -431,7 +436,7 @@ fn result(
         waits_total: waits,
         wait_p50_ns: hist::quantile(&wait_hist, 0.50),
         wait_p99_ns: hist::quantile(&wait_hist, 0.99),
-        hold_ns_per_build: per_build(hold_ns),
+        hold_ns_per_build: hold_ns.map(per_build),
         hold_ns_total: hold_ns,
         hold_is_estimate: tier.hold_is_estimate(),
         userns_created: userns.created,
@@ -443,6 +448,11 @@ fn result(
 
 fn us(ns: f64) -> String {
     format!("{:.1} µs", ns / 1000.0)
+}
+
+/// Returns the table cell of a figure that the tier does not measure.
+fn not_measured() -> String {
+    "not measured".to_string()
 }
 
 /// One table row: label, the value of one strategy, and the B/A ratio.
@@ -524,10 +534,14 @@ fn render(report: &Report) -> String {
         ("wait p99", Box::new(|r| us(r.wait_p99_ns as f64)), None),
         (
             hold_label,
-            Box::new(|r| us(r.hold_ns_per_build)),
-            report.ratios.as_ref().map(|x| x.hold_per_build),
+            Box::new(|r| r.hold_ns_per_build.map_or_else(not_measured, us)),
+            report.ratios.as_ref().and_then(|x| x.hold_per_build),
         ),
-        (hold_total_label, Box::new(|r| us(r.hold_ns_total)), None),
+        (
+            hold_total_label,
+            Box::new(|r| r.hold_ns_total.map_or_else(not_measured, us)),
+            None,
+        ),
         (
             "user namespaces created",
             Box::new(|r| r.userns_created.to_string()),

@@ -319,6 +319,7 @@ fn tier_name(tier: TierKind) -> &'static str {
         TierKind::ExactFentry => "exact_fentry",
         TierKind::ExactKprobe => "exact_kprobe",
         TierKind::ContentionEstimate => "contention_estimate",
+        TierKind::ContentionOnly => "contention_only",
         TierKind::SyscallsOnly => "syscalls_only",
     }
 }

@@ -237,8 +237,7 @@ impl Probes {
         };
         info!("measurement tier: {} ({})", tier.kind.label(), tier.reason);
         notes.extend(syscall_notes);
-        let hold_sampled =
-            tier.kind == TierKind::ContentionEstimate && options.hold_method != HoldMethod::None;
+        let hold_sampled = tier.kind == TierKind::ContentionEstimate;
         Ok(Probes {
             ebpf,
             tier,
@@ -517,7 +516,25 @@ fn attach_lock_programs(
         }
     }
     if matches!(method, HoldMethod::Auto | HoldMethod::Sample) {
-        attach_sampler(ebpf, sample_period_ns)?;
+        if let Err(e) = attach_sampler(ebpf, sample_period_ns) {
+            detach_all(ebpf, ["sample_hold"]);
+            let text = describe_probe_error(&e);
+            if method == HoldMethod::Sample {
+                return Err(ProbeError::HoldMethodUnavailable {
+                    method: "sample",
+                    reason: text,
+                });
+            }
+            warn!("no hold-time method loads, so hold time is not measured: {text}");
+            notes.push(format!("sampler: {text}"));
+            return Ok(Tier {
+                kind: TierKind::ContentionOnly,
+                reason: format!(
+                    "waits from lock:contention_*; no hold-time method loads ({})",
+                    notes.join("; ")
+                ),
+            });
+        }
         let why = if method == HoldMethod::Sample {
             format!(
                 "the cpu-clock sampler was requested, every {} µs",
@@ -541,8 +558,10 @@ fn attach_lock_programs(
         HoldMethod::Kprobe => "kprobe",
         _ => {
             return Ok(Tier {
-                kind: TierKind::ContentionEstimate,
-                reason: "waits from lock:contention_*; hold measurement is off".into(),
+                kind: TierKind::ContentionOnly,
+                reason: "waits from lock:contention_*; hold time is not measured, as \
+                         --hold-method none requests"
+                    .into(),
             });
         }
     };

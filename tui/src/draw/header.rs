@@ -79,6 +79,7 @@ fn short_tier_label(kind: TierKind) -> &'static str {
         TierKind::ExactFentry => "exact (fentry)",
         TierKind::ExactKprobe => "exact (kprobe)",
         TierKind::ContentionEstimate => "hold estimate",
+        TierKind::ContentionOnly => "no hold time",
         TierKind::SyscallsOnly => "syscalls only",
     }
 }

@@ -39,7 +39,12 @@ pub(super) fn draw_lock(frame: &mut Frame, area: Rect, snapshot: &Snapshot, time
         Layout::vertical([Constraint::Length(figure_rows), Constraint::Fill(1)]).areas(inner);
     frame.render_widget(Paragraph::new(lines), figures_area);
 
-    draw_timeline(frame, timeline_area, timeline, estimate);
+    draw_timeline(
+        frame,
+        timeline_area,
+        timeline,
+        snapshot.tier.kind.measures_hold().then_some(estimate),
+    );
 }
 
 /// Returns why the snapshot has no lock figures, or `None` when it has them.
@@ -64,6 +69,10 @@ fn figure_lines(snapshot: &Snapshot) -> Vec<Line<'static>> {
         lines.push(latency_line(waits, "wait"));
     }
 
+    if !snapshot.tier.kind.measures_hold() {
+        lines.push(Line::styled("hold time not measured", warning()));
+        return lines;
+    }
     match &snapshot.hold_estimate {
         Some(estimate) if snapshot.tier.kind.hold_is_estimate() => {
             let hold_per_s = per_second(estimate.hold_ns, snapshot.interval_ms);
@@ -129,8 +138,9 @@ fn exact_share_held(snapshot: &Snapshot) -> f64 {
 }
 
 /// Draws waits per second, and below it write-hold time per second when two or more rows
-/// are left, each labelled in its first row.
-fn draw_timeline(frame: &mut Frame, area: Rect, timeline: &Timeline, estimate: bool) {
+/// are left, each labelled in its first row. `hold` is `None` at tiers without hold times, and
+/// otherwise whether they are estimates.
+fn draw_timeline(frame: &mut Frame, area: Rect, timeline: &Timeline, hold: Option<bool>) {
     if area.height == 0 {
         return;
     }
@@ -138,10 +148,10 @@ fn draw_timeline(frame: &mut Frame, area: Rect, timeline: &Timeline, estimate: b
     // The sparkline draws its first points from the left edge, so it gets only the newest
     // points that fit.
     let points = usize::from(area.width.saturating_sub(SPARKLINE_LABEL_COLUMNS));
-    if area.height == 1 {
+    let Some(estimate) = hold.filter(|_| area.height > 1) else {
         draw_sparkline(frame, area, "waits", &timeline.waits_series(points));
         return;
-    }
+    };
 
     let hold_label = if estimate { "hold≈" } else { "hold" };
     let [waits_area, hold_area] =

@@ -98,6 +98,21 @@ pub fn exact_with_executor() -> Snapshot {
     snapshot
 }
 
+/// Builds a snapshot at the contention tier with hold time turned off (`--hold-method none`):
+/// waits but no hold figures, and no executor.
+pub fn contention_only() -> Snapshot {
+    let mut snapshot = estimate_with_executor();
+    snapshot.tier = Tier {
+        kind: TierKind::ContentionOnly,
+        reason: "waits from lock:contention_*; hold time is not measured, as --hold-method none \
+                 requests"
+            .to_string(),
+    };
+    snapshot.hold_estimate = None;
+    snapshot.executor = None;
+    snapshot
+}
+
 /// Builds a snapshot taken right after start: no syscalls, no contention, no address.
 pub fn empty() -> Snapshot {
     let mut snapshot = base(
