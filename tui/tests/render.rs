@@ -162,6 +162,20 @@ fn ab_panel_shows_ratio_of_builds() {
 }
 
 #[test]
+fn syscall_panel_names_fentry() {
+    let app = app_with(&[exact_no_executor()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(text.contains(" mount syscalls (fentry) "), "{text}");
+}
+
+#[test]
+fn syscall_panel_names_tracepoints() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, SMALL.0, SMALL.1);
+    assert!(text.contains(" mount syscalls (tracepoints) "), "{text}");
+}
+
+#[test]
 fn busy_unmount_retries_shown_when_any() {
     let mut snapshot = estimate_with_executor();
     if let Some(executor) = snapshot.executor.as_mut() {

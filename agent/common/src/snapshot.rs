@@ -73,6 +73,14 @@ impl SyscallProbes {
             SyscallProbes::Tracepoints => "syscall tracepoints",
         }
     }
+
+    /// Returns the one-word form of [`SyscallProbes::label`], for panel titles.
+    pub const fn short_label(self) -> &'static str {
+        match self {
+            SyscallProbes::Fentry => "fentry",
+            SyscallProbes::Tracepoints => "tracepoints",
+        }
+    }
 }
 
 /// How the address of `namespace_sem` was found.

@@ -25,10 +25,11 @@ pub(super) fn draw_syscalls(frame: &mut Frame, area: Rect, snapshot: &Snapshot) 
     // One row for the title rule and one for the column header.
     let fitting = usize::from(area.height.saturating_sub(2));
     let hidden = seen.len().saturating_sub(fitting);
+    let method = snapshot.syscall_probes.short_label();
     let title = if hidden > 0 {
-        format!(" mount syscalls ({hidden} more not shown) ")
+        format!(" mount syscalls ({method}, {hidden} more not shown) ")
     } else {
-        " mount syscalls ".to_string()
+        format!(" mount syscalls ({method}) ")
     };
     let block = panel(Span::raw(title));
 

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use mountscope_common::snapshot::{
     AddressSource, Drops, ExecutorSettings, ExecutorStatus, HoldEstimate, HolderFigures, Latency,
-    LockAddress, LockFigures, MountApi, Snapshot, Strategy, StrategyFigures, SyscallFigures, Tier,
-    TierKind, WaitSite,
+    LockAddress, LockFigures, MountApi, Snapshot, Strategy, StrategyFigures, SyscallFigures,
+    SyscallProbes, Tier, TierKind, WaitSite,
 };
 use mountscope_common::{LockMode, MountSyscall, WaitKind};
 use mountscope_tui::{App, Event, draw};
@@ -78,6 +78,7 @@ pub fn exact_no_executor() -> Snapshot {
         TierKind::ExactFentry,
         "fentry attached to down_write and up_write",
     );
+    snapshot.syscall_probes = SyscallProbes::Fentry;
     snapshot.lock_holds = vec![
         lock_figures(LockMode::Write, 310, 48_000_000, 90_000, 1_400_000),
         lock_figures(LockMode::Read, 1_200, 6_000_000, 3_000, 16_000),
