@@ -209,9 +209,9 @@ pub enum Preset {
     Storm,
 }
 
-/// Options that `--connect` cannot honour, because the agent's probes, filters, interval and
-/// executor apply: giving one of them next to `--connect` is an error.
-pub const CONNECT_CONFLICTS: [&str; 20] = [
+/// Options that `--connect` cannot honour besides the executor options, because the agent's
+/// probes, filters and interval apply.
+const PROBE_FLAGS: [&str; 8] = [
     "interval",
     "pid",
     "cgroup",
@@ -220,19 +220,13 @@ pub const CONNECT_CONFLICTS: [&str; 20] = [
     "wait_sites",
     "syscall_tracepoints",
     "sample_period_us",
-    "strategy",
-    "layers",
-    "builders",
-    "idmap",
-    "per_container_userns",
-    "mount_api",
-    "inspection",
-    "lifetime_ms",
-    "rate",
-    "files_per_layer",
-    "image",
-    "store",
 ];
+
+/// Returns the ids of the options that are an error next to `--connect`: the probe, filter
+/// and interval options and the executor options, which the agent sets.
+pub fn connect_conflicts() -> impl Iterator<Item = &'static str> {
+    PROBE_FLAGS.into_iter().chain(EXECUTOR_FLAGS)
+}
 
 /// Ids of the executor options. `record` and `agent` start no executor without `--exec`, so
 /// there these options require it.

@@ -22,7 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use super::{
-    args::{CONNECT_CONFLICTS, ExecutorArgs, FilterArgs, executor_requires_exec},
+    args::{ExecutorArgs, FilterArgs, connect_conflicts, executor_requires_exec},
     session::Session,
 };
 
@@ -53,7 +53,7 @@ pub struct RecordArgs {
         num_args = 0..=1,
         default_missing_value = DEFAULT_SOCKET,
         conflicts_with_all = ["exec"],
-        conflicts_with_all = CONNECT_CONFLICTS
+        conflicts_with_all = connect_conflicts()
     )]
     connect: Option<PathBuf>,
     #[command(flatten)]

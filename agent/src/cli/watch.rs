@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
-    args::{CONNECT_CONFLICTS, ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset},
+    args::{ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset, connect_conflicts},
     logging,
     record::seconds,
     session::{Control, Session},
@@ -55,7 +55,7 @@ pub struct WatchArgs {
         num_args = 0..=1,
         default_missing_value = DEFAULT_SOCKET,
         conflicts_with_all = ["no_exec", "export"],
-        conflicts_with_all = CONNECT_CONFLICTS
+        conflicts_with_all = connect_conflicts()
     )]
     connect: Option<PathBuf>,
     /// Start the executor with a named set of options. `storm` sets 100 builders, 50 idmapped
