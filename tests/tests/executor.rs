@@ -1008,3 +1008,109 @@ fn builds_survive_process_spawns() {
     );
     assert_eq!(mountinfo_lines(), mounts_before, "host mount table changed");
 }
+
+/// Returns the kernel log lines written since `kmsg` was opened at the end of the log.
+fn new_kernel_log_lines(kmsg: &mut fs::File) -> Vec<String> {
+    use std::io::Read as _;
+
+    let mut lines = Vec::new();
+    let mut record = vec![0u8; 8192];
+    loop {
+        match kmsg.read(&mut record) {
+            Ok(0) => break,
+            Ok(n) => lines.push(String::from_utf8_lossy(&record[..n]).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // EPIPE: records were overwritten before this read; the next read goes on.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) => panic!("failed to read /dev/kmsg: {e}"),
+        }
+    }
+    lines
+}
+
+/// Opens the root of the overlay mounted by builder thread `tid`, through the thread's view of
+/// the mount table, or returns `None` when no overlay is mounted at that moment.
+fn open_merged_root(tid: u32) -> Option<fs::File> {
+    use std::os::fd::AsRawFd as _;
+
+    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+    let merged = thread_overlay_mount_point(tid)?;
+    let path =
+        PathBuf::from(format!("/proc/self/task/{tid}/root")).join(merged.strip_prefix("/").ok()?);
+    let file = fs::File::open(path).ok()?;
+    // The overlay may have been unmounted between the lookup and the open.
+    // SAFETY: statfs is plain data, for which all zero bytes are a valid value.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `file` is an open descriptor and `stat` is a writable statfs.
+    let status = unsafe { libc::fstatfs(file.as_raw_fd(), &mut stat) };
+    (status == 0 && stat.f_type as i64 == OVERLAYFS_SUPER_MAGIC).then_some(file)
+}
+
+/// A process keeps a container's overlay open past the unmount retries, so its teardown fails
+/// and the overlay is detached while still alive. The next starts must not reuse its upper and
+/// work directories, which overlayfs reports as "in-use" with undefined behaviour.
+#[test]
+fn busy_overlay_gets_new_upper_and_work() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    if !is_root() {
+        return;
+    }
+    let store = TempStore::new("held-overlay");
+    let mounts_before = mountinfo_lines();
+    let mut config = config(&store, Strategy::CommonParent, false, MountApi::Legacy);
+    config.settings.layers = 2;
+    config.settings.builders = 1;
+    config.lifetime = Duration::from_millis(200);
+    let mut kmsg = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .expect("failed to open /dev/kmsg");
+    std::io::Seek::seek(&mut kmsg, std::io::SeekFrom::End(0)).expect("seek to the log's end");
+
+    let executor = Executor::start(config).expect("executor starts");
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    let open_overlay = loop {
+        let found = builder_thread_ids()
+            .into_iter()
+            .filter(|&tid| {
+                thread_overlay_mount_point(tid).is_some_and(|merged| merged.starts_with(&store.0))
+            })
+            .find_map(open_merged_root);
+        if found.is_some() || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Longer than the unmount retries (about 0.5 s), with the container's 0.2 s lifetime.
+    std::thread::sleep(Duration::from_millis(1500));
+    let released_at = executor.stats().builds_total;
+    drop(open_overlay.expect("no overlay of this store was opened"));
+    let deadline = Instant::now() + BUILD_TIMEOUT;
+    while executor.stats().builds_total < released_at + 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    executor.stop();
+    let stats = executor.stats();
+    let in_use: Vec<String> = new_kernel_log_lines(&mut kmsg)
+        .into_iter()
+        .filter(|line| line.contains("in-use"))
+        .collect();
+
+    assert!(
+        stats.failures_total >= 1,
+        "the held overlay's teardown did not fail"
+    );
+    assert!(
+        stats.builds_total >= released_at + 3,
+        "{} builds after the overlay was released",
+        stats.builds_total - released_at
+    );
+    assert_eq!(
+        in_use,
+        Vec::<String>::new(),
+        "overlayfs reported directories in use"
+    );
+    assert_eq!(mountinfo_lines(), mounts_before, "host mount table changed");
+}

@@ -176,6 +176,30 @@ fn syscall_panel_names_tracepoints() {
 }
 
 #[test]
+fn narrow_terminal_asks_for_more_columns() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, 79, 40);
+    assert!(text.contains("at least 80x20; this one is 79x40"), "{text}");
+}
+
+#[test]
+fn short_terminal_asks_for_more_rows() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, 120, 19);
+    assert!(
+        text.contains("at least 80x20; this one is 120x19"),
+        "{text}"
+    );
+}
+
+#[test]
+fn smallest_terminal_draws_dashboard() {
+    let app = app_with(&[estimate_with_executor()]);
+    let text = render(&app, 80, 20);
+    assert!(text.contains(" mount syscalls (tracepoints"), "{text}");
+}
+
+#[test]
 fn busy_unmount_retries_shown_when_any() {
     let mut snapshot = estimate_with_executor();
     if let Some(executor) = snapshot.executor.as_mut() {
@@ -183,14 +207,14 @@ fn busy_unmount_retries_shown_when_any() {
     }
     let app = app_with(&[snapshot]);
     let text = render(&app, LARGE.0, LARGE.1);
-    assert!(text.contains("0 failed, 7 busy unmounts retried"), "{text}");
+    assert!(text.contains("0 failed, 7 unmount retries"), "{text}");
 }
 
 #[test]
 fn busy_unmount_retries_hidden_when_none() {
     let app = app_with(&[estimate_with_executor()]);
     let text = render(&app, LARGE.0, LARGE.1);
-    assert!(!text.contains("busy unmounts"), "{text}");
+    assert!(!text.contains("unmount retries"), "{text}");
 }
 
 /// A reason as long as the agent writes when neither fentry nor kprobes load.

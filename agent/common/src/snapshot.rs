@@ -305,7 +305,7 @@ pub struct ExecutorStatus {
     pub last_a: Option<StrategyFigures>,
     pub last_b: Option<StrategyFigures>,
     pub last_error: Option<String>,
-    /// Unmounts tried again because the mount was busy, since the executor started. Recordings
+    /// `umount2` calls repeated because the mount was busy, since the executor started. Recordings
     /// made before this field existed read as 0.
     #[serde(default)]
     pub unmount_busy_retries: u64,

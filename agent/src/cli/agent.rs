@@ -44,7 +44,7 @@ pub struct AgentArgs {
     /// Seconds between snapshots.
     #[arg(long, default_value_t = 1.0)]
     interval: f64,
-    /// Run the overlay executor, controllable from clients.
+    /// Run the overlay executor, controllable from clients. The executor options need it.
     #[arg(long)]
     exec: bool,
     #[command(flatten)]

@@ -1,12 +1,12 @@
 //! Options shared by several subcommands.
 
-use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
+use std::{num::IntErrorKind, os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Arg, Args, ValueEnum};
 use mountscope_agent::{
     executor::ExecutorConfig,
-    probes::{Filters, HoldMethod, ProbeOptions, SAMPLE_PERIOD_NS},
+    probes::{Filters, HoldMethod, ProbeOptions},
 };
 use mountscope_common::snapshot::{ExecutorSettings, MountApi, Strategy};
 
@@ -74,18 +74,30 @@ pub struct FilterArgs {
     #[arg(long)]
     pub syscall_tracepoints: bool,
     /// Period per CPU, in microseconds, of the cpu-clock sampler that estimates hold times
-    /// where fentry and kprobes are unavailable (100 to 1000000). A shorter period gives a
-    /// finer estimate and costs more (docs/BENCHMARKS.md).
-    #[arg(long, default_value_t = SAMPLE_PERIOD_NS / 1000, value_parser = parse_sample_period_us)]
-    pub sample_period_us: u64,
+    /// where fentry and kprobes are unavailable (100 to 1000000, default 5000). A shorter
+    /// period gives a finer estimate and costs more (docs/BENCHMARKS.md).
+    #[arg(long, value_parser = parse_sample_period_us, allow_negative_numbers = true)]
+    pub sample_period_us: Option<u64>,
 }
 
 /// Parses `--sample-period-us`: a whole number of microseconds within the allowed bounds.
 fn parse_sample_period_us(value: &str) -> Result<u64, String> {
     let bounds = format!("give {MIN_SAMPLE_PERIOD_US} to {MAX_SAMPLE_PERIOD_US} microseconds");
-    match value.parse::<u64>() {
-        Ok(period) if (MIN_SAMPLE_PERIOD_US..=MAX_SAMPLE_PERIOD_US).contains(&period) => Ok(period),
+    match value.parse::<i128>() {
+        Ok(period)
+            if (MIN_SAMPLE_PERIOD_US.into()..=MAX_SAMPLE_PERIOD_US.into()).contains(&period) =>
+        {
+            Ok(period as u64)
+        }
         Ok(_) => Err(format!("out of range; {bounds}")),
+        Err(e)
+            if matches!(
+                e.kind(),
+                IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+            ) =>
+        {
+            Err(format!("out of range; {bounds}"))
+        }
         Err(_) => Err(format!("not a whole number; {bounds}")),
     }
 }
@@ -113,6 +125,17 @@ impl FilterArgs {
             .as_deref()
             .map(|m| id_or_inode(m, "--mntns"))
             .transpose()?;
+        if let Some(period) = self.sample_period_us
+            && !matches!(self.hold_method, HoldMethod::Auto | HoldMethod::Sample)
+        {
+            bail!(
+                "--sample-period-us {period} has no effect with --hold-method {}: the period \
+                 is the cpu-clock sampler's, which runs only with --hold-method auto or sample",
+                self.hold_method
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string())
+            );
+        }
         if let Some(pid) = self.pid
             && (pid == 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists())
         {
@@ -130,7 +153,7 @@ impl FilterArgs {
             syscall_records: false,
             inflight_slots: None,
             syscall_tracepoints: self.syscall_tracepoints,
-            sample_period_ns: Some(self.sample_period_us * 1000),
+            sample_period_ns: self.sample_period_us.map(|us| us * 1000),
         })
     }
 }
@@ -138,9 +161,10 @@ impl FilterArgs {
 /// How the overlay executor builds root filesystems.
 #[derive(Clone, Debug, Args)]
 pub struct ExecutorArgs {
-    /// Strategy at start: a = per-layer bind mounts, b = one common-parent bind mount.
-    #[arg(long, value_enum, default_value_t = StrategyArg::A)]
-    pub strategy: StrategyArg,
+    /// Strategy at start: a = per-layer bind mounts (the default), b = one common-parent bind
+    /// mount.
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
     /// Image layers per container (1 to 500).
     #[arg(long, default_value_t = 20)]
     pub layers: u32,
@@ -184,7 +208,7 @@ impl ExecutorArgs {
         ExecutorConfig {
             store_root: self.store.clone(),
             settings: ExecutorSettings {
-                strategy: self.strategy.into(),
+                strategy: self.strategy.unwrap_or(StrategyArg::A).into(),
                 layers: self.layers,
                 builders: self.builders,
                 idmap: self.idmap,
@@ -284,6 +308,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sample_period_default_matches_help() {
+        // The help of --sample-period-us names 5000 as the default.
+        assert_eq!(mountscope_agent::probes::SAMPLE_PERIOD_NS, 5_000_000);
+    }
+
+    #[test]
     fn sample_period_in_range_parses() {
         assert_eq!(parse_sample_period_us("5000"), Ok(5000));
     }
@@ -292,6 +322,19 @@ mod tests {
     fn sample_period_below_range_names_bounds() {
         let error = parse_sample_period_us("99").expect_err("below the range");
         assert!(error.contains("100 to 1000000"), "{error}");
+    }
+
+    #[test]
+    fn sample_period_negative_is_out_of_range() {
+        let error = parse_sample_period_us("-100").expect_err("negative");
+        assert!(error.starts_with("out of range"), "{error}");
+    }
+
+    #[test]
+    fn sample_period_overflow_is_out_of_range() {
+        let error = parse_sample_period_us("99999999999999999999999999999999999999999")
+            .expect_err("too large");
+        assert!(error.starts_with("out of range"), "{error}");
     }
 
     #[test]

@@ -106,11 +106,15 @@ pub struct StrategyResult {
     pub userns_create_p99_ns: u64,
     /// The latest failure, with the exhausted resource and its fix when one caused it.
     pub last_error: Option<String>,
+    /// `umount2` calls repeated because the mount was busy, included in `syscalls_per_build`.
+    pub unmount_busy_retries: u64,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     kernel: String,
+    tier_kind: TierKind,
+    /// The tier's label and the reason it was chosen.
     tier: String,
     syscall_probes: SyscallProbes,
     layers: u32,
@@ -151,6 +155,15 @@ fn host_mount_count() -> anyhow::Result<usize> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(strategy) = args.executor.strategy {
+        let name = strategy
+            .to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string());
+        anyhow::bail!(
+            "--strategy {name} has no effect on bench, which runs the strategies that \
+             --strategies names; use --strategies {name}"
+        );
+    }
     let (duration_s, warmup_s, which) = match args.preset {
         Some(Preset::Storm) => (STORM_DURATION_S, STORM_WARMUP_S, BenchStrategy::Both),
         None => (args.duration, args.warmup, args.which),
@@ -226,6 +239,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         });
         anyhow::Ok(Report {
             kernel: mountscope_agent::collect::kernel_release(),
+            tier_kind: tier.kind,
             tier: format!("{} ({})", tier.kind.label(), tier.reason),
             syscall_probes,
             layers: base_config.settings.layers,
@@ -309,7 +323,7 @@ async fn measure(
     let busy_retries = after.unmount_busy_retries - before.unmount_busy_retries;
     if busy_retries > 0 {
         eprintln!(
-            "mountscope: {busy_retries} unmounts with {} were busy and tried again; each try is one more umount2 in the syscalls per build",
+            "mountscope: {busy_retries} umount2 calls with {} were repeated because the mount was busy; each adds to the syscalls per build",
             strategy.label()
         );
     }
@@ -325,6 +339,7 @@ async fn measure(
         failures,
         expected_syscalls: expected,
         mount_operations: operations,
+        busy_retries,
     };
     let userns = UsernsFigures::new(&before, &after, &userns_latencies);
     Ok(result(
@@ -345,6 +360,7 @@ struct Counts {
     failures: u64,
     expected_syscalls: u64,
     mount_operations: u64,
+    busy_retries: u64,
 }
 
 /// User namespace figures of one measured period.
@@ -443,6 +459,7 @@ fn result(
         userns_create_total_ns: userns.total_ns,
         userns_create_p99_ns: userns.p99_ns,
         last_error,
+        unmount_busy_retries: counts.busy_retries,
     }
 }
 

@@ -145,6 +145,13 @@ mod tests {
     }
 
     #[test]
+    fn watch_no_exec_rejects_executor_options() {
+        let args = ["mountscope", "watch", "--no-exec", "--layers=4"];
+        let error = Cli::try_parse_from(args).expect_err("a conflict");
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
     fn watch_executor_options_need_no_exec() {
         assert!(Cli::try_parse_from(["mountscope", "watch", "--layers=4"]).is_ok());
     }

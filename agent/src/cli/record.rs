@@ -41,7 +41,7 @@ pub struct RecordArgs {
     /// Leave out per-event lines and write snapshots only.
     #[arg(long)]
     snapshots_only: bool,
-    /// Run the overlay executor while recording.
+    /// Run the overlay executor while recording. The executor options need it.
     #[arg(long)]
     exec: bool,
     /// Record the stream of a running `mountscope agent` from this socket (its default

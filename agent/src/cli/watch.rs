@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
-    args::{ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset, connect_conflicts},
+    args::{EXECUTOR_FLAGS, ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset, connect_conflicts},
     logging,
     record::seconds,
     session::{Control, Session},
@@ -34,8 +34,8 @@ use super::{
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Watch the host only, without the overlay executor (for a machine running a real
-    /// container runtime).
-    #[arg(long)]
+    /// container runtime). Executor options are an error next to it.
+    #[arg(long, conflicts_with_all = EXECUTOR_FLAGS)]
     no_exec: bool,
     /// Also stream events and snapshots as JSON Lines to this file while watching.
     #[arg(long)]

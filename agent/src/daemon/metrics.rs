@@ -103,8 +103,8 @@ impl Metrics {
         if let Some(tier) = state.tier {
             out.header(
                 "mountscope_tier_info",
-                "Measurement tier in use: exact_fentry, exact_kprobe, contention_estimate or \
-                 syscalls_only.",
+                "Measurement tier in use: exact_fentry, exact_kprobe, contention_estimate, \
+                 contention_only or syscalls_only.",
                 "gauge",
             );
             out.sample("mountscope_tier_info", &[("tier", tier_name(tier))], "1");
@@ -256,7 +256,7 @@ fn write_executor(out: &mut Text, executor: &ExecutorStats) {
     );
     out.header(
         "mountscope_executor_unmount_busy_retries_total",
-        "Unmounts the overlay executor tried again because the mount was busy.",
+        "umount2 calls the overlay executor repeated because the mount was busy.",
         "counter",
     );
     out.sample(

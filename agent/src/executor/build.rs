@@ -87,6 +87,11 @@ pub(crate) struct ContainerDir {
     created: bool,
     /// Per-layer mount points `lower/000`, `lower/001`… created so far.
     layer_mount_points: usize,
+    /// Whether the last overlay was detached instead of unmounted. A process with a file open
+    /// inside it keeps it alive, with `upper` and `work` in use.
+    overlay_detached: bool,
+    /// `upper` and `work` directories moved aside so far, which names the next pair.
+    retired: u64,
 }
 
 impl ContainerDir {
@@ -95,6 +100,8 @@ impl ContainerDir {
             root,
             created: false,
             layer_mount_points: 0,
+            overlay_detached: false,
+            retired: 0,
         }
     }
 
@@ -102,7 +109,9 @@ impl ContainerDir {
     /// do not exist yet, and empties `upper` if the previous container wrote to it.
     fn prepare(&mut self, strategy: Strategy, layers: usize) -> Result<(), ExecutorError> {
         let upper = self.root.join("upper");
-        if !self.created {
+        if self.created && self.overlay_detached {
+            self.retire_upper_and_work()?;
+        } else if !self.created {
             for name in ["upper", "work", "merged", "lower"] {
                 create_dir(&self.root.join(name))?;
             }
@@ -119,6 +128,27 @@ impl ContainerDir {
             }
             self.layer_mount_points = self.layer_mount_points.max(layers);
         }
+        Ok(())
+    }
+
+    /// Moves `upper` and `work` to `retired/<n>/` and creates new ones. A detached overlay may
+    /// still use the old pair, and overlayfs warns of undefined behaviour when a new overlay
+    /// shares them. The old pair goes when the builder's scratch tmpfs does.
+    fn retire_upper_and_work(&mut self) -> Result<(), ExecutorError> {
+        let aside = self.root.join("retired").join(self.retired.to_string());
+        create_dir(&aside)?;
+        for name in ["upper", "work"] {
+            let from = self.root.join(name);
+            fs::rename(&from, aside.join(name))
+                .map_err(|e| ExecutorError::io("move aside an overlay directory", &from, e))?;
+            create_dir(&from)?;
+        }
+        self.retired += 1;
+        self.overlay_detached = false;
+        tracing::debug!(
+            dir = %self.root.display(),
+            "the last overlay was detached, so the next one gets new upper and work directories"
+        );
         Ok(())
     }
 
@@ -171,13 +201,15 @@ impl ContainerDir {
 
 /// A mounted root filesystem. Dropping it without [`Rootfs::teardown`] detaches whatever is
 /// still mounted.
-pub(crate) struct Rootfs {
+pub(crate) struct Rootfs<'a> {
     dirs: OverlayDirs,
     temporary_mounts: Vec<PathBuf>,
     overlay_mounted: bool,
+    /// The container directory, marked when the overlay had to be detached.
+    container: &'a mut ContainerDir,
 }
 
-impl Rootfs {
+impl Rootfs<'_> {
     pub(crate) fn merged(&self) -> &Path {
         &self.dirs.merged
     }
@@ -191,17 +223,18 @@ impl Rootfs {
     }
 }
 
-impl Drop for Rootfs {
+impl Drop for Rootfs<'_> {
     fn drop(&mut self) {
         for target in self.temporary_mounts.drain(..).rev() {
             if let Err(error) = syscalls::umount(&target, libc::MNT_DETACH) {
                 tracing::warn!(dir = %target.display(), %error, "failed to detach a layer mount after a failed build");
             }
         }
-        if self.overlay_mounted
-            && let Err(error) = syscalls::umount(&self.dirs.merged, libc::MNT_DETACH)
-        {
-            tracing::warn!(dir = %self.dirs.merged.display(), %error, "failed to detach an overlay after a failed build");
+        if self.overlay_mounted {
+            if let Err(error) = syscalls::umount(&self.dirs.merged, libc::MNT_DETACH) {
+                tracing::warn!(dir = %self.dirs.merged.display(), %error, "failed to detach an overlay after a failed build");
+            }
+            self.container.overlay_detached = true;
         }
         self.overlay_mounted = false;
     }
@@ -246,10 +279,10 @@ fn attach_layer(
 }
 
 /// Builds the root filesystem of one container in `dir`.
-pub(crate) fn build_rootfs(
+pub(crate) fn build_rootfs<'a>(
     spec: &BuildSpec<'_>,
-    dir: &mut ContainerDir,
-) -> Result<Rootfs, ExecutorError> {
+    dir: &'a mut ContainerDir,
+) -> Result<Rootfs<'a>, ExecutorError> {
     let dirs = dir.overlay_dirs(spec.strategy, spec.layers, spec.snapshots);
     let api = dirs.resolve_api(spec.mount_api)?;
     dir.prepare(spec.strategy, spec.layers.len())?;
@@ -259,6 +292,7 @@ pub(crate) fn build_rootfs(
         dirs,
         temporary_mounts: Vec::with_capacity(mount_points.len()),
         overlay_mounted: false,
+        container: dir,
     };
 
     let userns = spec.idmap.map(|(fd, _)| fd);

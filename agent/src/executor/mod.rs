@@ -158,8 +158,8 @@ pub struct ExecutorStats {
     pub userns_created: u64,
     /// Time spent creating per-container user namespaces, summed over all builders.
     pub userns_create_total: Duration,
-    /// Unmounts tried again because the mount was busy, each one more `umount2` call included
-    /// in `mount_syscalls_total`.
+    /// `umount2` calls repeated because the mount was busy, each included in
+    /// `mount_syscalls_total`.
     pub unmount_busy_retries: u64,
 }
 

@@ -47,8 +47,8 @@ pub(crate) fn thread_syscall_count() -> u64 {
     MOUNT_SYSCALLS.with(Cell::get)
 }
 
-/// Unmounts that [`umount_when_free`] tried again on the calling thread because the mount was
-/// busy. Each is one more `umount2` call, counted in [`thread_syscall_count`] as well.
+/// Returns the `umount2` calls that [`umount_when_free`] repeated on the calling thread because
+/// the mount was busy, each also counted in [`thread_syscall_count`].
 pub(crate) fn thread_busy_retries() -> u64 {
     BUSY_RETRIES.with(Cell::get)
 }
@@ -146,7 +146,8 @@ pub(crate) fn umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
 ///
 /// A child forked by any thread of this process keeps a copy of every open descriptor until it
 /// calls exec, and a descriptor of a file inside the mount keeps the mount busy. A lazy unmount
-/// would hide a mount that stays busy for good, so after [`BUSY_TRIES`] calls the error stands.
+/// would hide a mount that stays busy for good, so after [`BUSY_TRIES`] calls the error is
+/// returned.
 pub(crate) fn umount_when_free(target: &Path) -> io::Result<()> {
     let mut pause = BUSY_FIRST_PAUSE;
     for _ in 1..BUSY_TRIES {
@@ -159,7 +160,18 @@ pub(crate) fn umount_when_free(target: &Path) -> io::Result<()> {
             result => return result,
         }
     }
-    umount(target, 0)
+    umount(target, 0).map_err(|error| {
+        if error.raw_os_error() != Some(libc::EBUSY) {
+            return error;
+        }
+        io::Error::new(
+            error.kind(),
+            format!(
+                "{error}, still after {BUSY_TRIES} tries over about 0.5 s; a process may have a \
+                 file or directory open inside the mount"
+            ),
+        )
+    })
 }
 
 /// Clones the mount at `path` into a detached mount with `open_tree(OPEN_TREE_CLONE)`.

@@ -71,7 +71,7 @@ fn totals_line(executor: &ExecutorStatus) -> Line<'static> {
     if executor.unmount_busy_retries > 0 {
         spans.push(Span::styled(", ", label()));
         spans.push(Span::raw(executor.unmount_busy_retries.to_string()));
-        spans.push(Span::styled(" busy unmounts retried", label()));
+        spans.push(Span::styled(" unmount retries", label()));
     }
     Line::from(spans)
 }
@@ -80,8 +80,60 @@ fn error_line(executor: &ExecutorStatus) -> Line<'static> {
     match &executor.last_error {
         Some(error) => Line::from(vec![
             Span::styled("last error ", label()),
-            Span::styled(error.clone(), Style::new().fg(Color::Red)),
+            Span::styled(shorten_paths(error), Style::new().fg(Color::Red)),
         ]),
         None => Line::default(),
+    }
+}
+
+/// Shortens each absolute path quoted in backticks to its last two components, so that the
+/// reason after the path fits the panel. The log and the JSON keep the whole message.
+fn shorten_paths(message: &str) -> String {
+    let mut shortened = String::with_capacity(message.len());
+    for (index, part) in message.split('`').enumerate() {
+        if index > 0 {
+            shortened.push('`');
+        }
+        let components: Vec<&str> = part.split('/').collect();
+        let quoted = index % 2 == 1;
+        if quoted && part.starts_with('/') && components.len() > 3 {
+            shortened.push('…');
+            for component in &components[components.len() - 2..] {
+                shortened.push('/');
+                shortened.push_str(component);
+            }
+        } else {
+            shortened.push_str(part);
+        }
+    }
+    shortened
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten_paths;
+
+    #[test]
+    fn long_quoted_path_keeps_last_two_components() {
+        assert_eq!(
+            shorten_paths("umount2(overlay) failed on `/tmp/s/run/1-0/000/c/merged`: busy"),
+            "umount2(overlay) failed on `…/c/merged`: busy"
+        );
+    }
+
+    #[test]
+    fn short_quoted_path_unchanged() {
+        assert_eq!(
+            shorten_paths("failed on `/a/b`: busy"),
+            "failed on `/a/b`: busy"
+        );
+    }
+
+    #[test]
+    fn unquoted_path_unchanged() {
+        assert_eq!(
+            shorten_paths("failed on /a/b/c/d: busy"),
+            "failed on /a/b/c/d: busy"
+        );
     }
 }

@@ -26,13 +26,6 @@ pub(super) fn draw_help(frame: &mut Frame, area: Rect) {
             ])
         })
         .collect();
-    lines.push(Line::from(vec![
-        Span::styled(
-            " Ctrl-C ",
-            Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
-        ),
-        Span::raw("quit"),
-    ]));
     lines.push(Line::default());
     lines.push(Line::styled(
         " Executor keys do nothing with --no-exec. Changes apply when",

@@ -15,7 +15,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Span;
-use ratatui::widgets::{Block, Borders};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use crate::app::App;
 use crate::timeline::Timeline;
@@ -26,8 +26,29 @@ const HEADER_ROWS: u16 = 3;
 /// Rows of the executor and A/B row, title included.
 const EXECUTOR_ROWS: u16 = 7;
 
+/// Smallest terminal the dashboard fits. Below it, right-aligned figures would lose their
+/// leading digits, so the screen shows a request for a larger terminal instead.
+pub const MIN_COLUMNS: u16 = 80;
+pub const MIN_ROWS: u16 = 20;
+
 /// Draws the whole screen for the state in `app`.
 pub fn draw(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    if area.width < MIN_COLUMNS || area.height < MIN_ROWS {
+        let message = format!(
+            "mountscope needs a terminal of at least {MIN_COLUMNS}x{MIN_ROWS}; this one is \
+             {}x{}. Enlarge it, or press q to quit and use `mountscope record` for JSON.",
+            area.width, area.height
+        );
+        frame.render_widget(
+            Paragraph::new(message)
+                .style(warning())
+                .wrap(Wrap { trim: true }),
+            area,
+        );
+        return;
+    }
+
     let [body, status, keys] = Layout::vertical([
         Constraint::Fill(1),
         Constraint::Length(1),
