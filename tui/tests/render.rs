@@ -200,6 +200,22 @@ fn smallest_terminal_draws_dashboard() {
 }
 
 #[test]
+fn last_error_reason_visible_at_120_columns() {
+    let mut snapshot = estimate_with_executor();
+    if let Some(executor) = snapshot.executor.as_mut() {
+        executor.last_error = Some(
+            "umount2(overlay) failed on `/var/tmp/mountscope/store/run/4413-0/000/c/merged`: \
+             Device or resource busy (os error 16) after 30 tries in 0.5 s; a file may be open \
+             in it"
+                .to_string(),
+        );
+    }
+    let app = app_with(&[snapshot]);
+    let text = render(&app, LARGE.0, LARGE.1);
+    assert!(text.contains("a file may be open in it"), "{text}");
+}
+
+#[test]
 fn busy_unmount_retries_shown_when_any() {
     let mut snapshot = estimate_with_executor();
     if let Some(executor) = snapshot.executor.as_mut() {

@@ -130,7 +130,8 @@ impl FilterArgs {
         {
             bail!(
                 "--sample-period-us {period} has no effect with --hold-method {}: the period \
-                 is the cpu-clock sampler's, which runs only with --hold-method auto or sample",
+                 is the cpu-clock sampler's, which runs only with --hold-method auto or sample; \
+                 drop --sample-period-us or use --hold-method sample",
                 self.hold_method
                     .to_possible_value()
                     .map_or_else(String::new, |v| v.get_name().to_string())

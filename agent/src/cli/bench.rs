@@ -41,6 +41,7 @@ const STORM_DURATION_S: f64 = 30.0;
 const STORM_WARMUP_S: f64 = 5.0;
 
 #[derive(Debug, Args)]
+#[command(mut_arg("strategy", |arg| arg.hide(true)))]
 pub struct BenchArgs {
     /// Run a named scenario with both strategies. `storm` sets 100 builders, 50 idmapped
     /// layers with a user namespace per container and an inspection pass per start. It

@@ -2,6 +2,7 @@
 
 use std::{
     fs::File,
+    io::IsTerminal as _,
     io::{BufWriter, Write},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -95,6 +96,13 @@ fn export_line(export: &Export, line: serde_json::Result<String>) -> bool {
 }
 
 pub fn run(args: WatchArgs, log_level: &str) -> anyhow::Result<()> {
+    // Checked first, so that nothing is loaded or created for a screen that cannot be drawn.
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "watch draws a live screen and needs a terminal on stdin and stdout; use \
+             `mountscope record` (or `record --connect` for an agent) for JSON Lines instead"
+        );
+    }
     logging::to_file(log_level, &args.log_file)?;
     if let Some(socket) = &args.connect {
         return run_connected(socket);

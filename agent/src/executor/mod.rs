@@ -192,7 +192,6 @@ struct Counters {
     userns_created: u64,
     userns_create_total: Duration,
     userns_latencies: Vec<Duration>,
-    unmount_busy_retries: u64,
 }
 
 /// State shared by the builders, the executor and its control handles.
@@ -211,6 +210,8 @@ struct Shared {
     stopping: AtomicBool,
     userns: Mutex<Option<Arc<OwnedFd>>>,
     counters: Mutex<Counters>,
+    /// `umount2` calls repeated because the mount was busy, added by each call as it is made.
+    unmount_busy_retries: Arc<AtomicU64>,
     next_rate_slot: Mutex<Instant>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -288,12 +289,6 @@ impl Shared {
         counters.userns_create_total += latency;
         if counters.userns_latencies.len() < MAX_PENDING_LATENCIES {
             counters.userns_latencies.push(latency);
-        }
-    }
-
-    fn record_busy_retries(&self, retries: u64) {
-        if retries > 0 {
-            lock(&self.counters).unmount_busy_retries += retries;
         }
     }
 
@@ -479,7 +474,7 @@ impl ExecutorControl {
             latencies_dropped: counters.latencies_dropped,
             userns_created: counters.userns_created,
             userns_create_total: counters.userns_create_total,
-            unmount_busy_retries: counters.unmount_busy_retries,
+            unmount_busy_retries: self.shared.unmount_busy_retries.load(Ordering::Relaxed),
         }
     }
 
@@ -542,6 +537,7 @@ impl Executor {
             stopping: AtomicBool::new(false),
             userns: Mutex::new(None),
             counters: Mutex::new(Counters::default()),
+            unmount_busy_retries: Arc::new(AtomicU64::new(0)),
             next_rate_slot: Mutex::new(Instant::now()),
             threads: Mutex::new(Vec::new()),
         });

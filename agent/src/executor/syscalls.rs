@@ -2,12 +2,16 @@
 //! the executor can report exactly how many it made.
 
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
     ffi::{CStr, CString},
     io,
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     path::Path,
     ptr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -33,7 +37,8 @@ struct MountAttr {
 
 thread_local! {
     static MOUNT_SYSCALLS: Cell<u64> = const { Cell::new(0) };
-    static BUSY_RETRIES: Cell<u64> = const { Cell::new(0) };
+    /// Where [`umount_when_free`] counts its repeated calls on this thread, if anywhere.
+    static BUSY_RETRIES: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
 }
 
 /// Calls of `umount2` that [`umount_when_free`] makes on one target at most. The pause before
@@ -47,10 +52,18 @@ pub(crate) fn thread_syscall_count() -> u64 {
     MOUNT_SYSCALLS.with(Cell::get)
 }
 
-/// Returns the `umount2` calls that [`umount_when_free`] repeated on the calling thread because
-/// the mount was busy, each also counted in [`thread_syscall_count`].
-pub(crate) fn thread_busy_retries() -> u64 {
-    BUSY_RETRIES.with(Cell::get)
+/// Makes [`umount_when_free`] add each `umount2` call it repeats on the calling thread to
+/// `counter` at once, so that a reader sees it as soon as the kernel does.
+pub(crate) fn count_busy_retries_in(counter: Arc<AtomicU64>) {
+    BUSY_RETRIES.with(|slot| *slot.borrow_mut() = Some(counter));
+}
+
+fn count_busy_retry() {
+    BUSY_RETRIES.with(|slot| {
+        if let Some(counter) = slot.borrow().as_ref() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
 }
 
 fn count_call() {
@@ -155,7 +168,7 @@ pub(crate) fn umount_when_free(target: &Path) -> io::Result<()> {
             Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(BUSY_MAX_PAUSE);
-                BUSY_RETRIES.with(|count| count.set(count.get() + 1));
+                count_busy_retry();
             }
             result => return result,
         }
@@ -166,10 +179,7 @@ pub(crate) fn umount_when_free(target: &Path) -> io::Result<()> {
         }
         io::Error::new(
             error.kind(),
-            format!(
-                "{error}, still after {BUSY_TRIES} tries over about 0.5 s; a process may have a \
-                 file or directory open inside the mount"
-            ),
+            format!("{error} after {BUSY_TRIES} tries in 0.5 s; a file may be open in it"),
         )
     })
 }

@@ -21,6 +21,7 @@ use super::{
 const FAILURE_BACKOFF: Duration = Duration::from_millis(50);
 
 pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
+    syscalls::count_busy_retries_in(Arc::clone(&shared.unmount_busy_retries));
     if let Err(source) = syscalls::enter_private_mount_namespace() {
         let error = ExecutorError::syscall("unshare(CLONE_NEWNS)", "/", source);
         shared.record_failure(&error, 0);
@@ -50,7 +51,6 @@ pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
         round += 1;
 
         let syscalls_before = syscalls::thread_syscall_count();
-        let retries_before = syscalls::thread_busy_retries();
         let result = start_one(
             &shared,
             &settings,
@@ -60,7 +60,6 @@ pub(crate) fn run_builder(shared: Arc<Shared>, index: u32) {
             inspection_dir.as_mut(),
         );
         let syscalls_made = syscalls::thread_syscall_count() - syscalls_before;
-        shared.record_busy_retries(syscalls::thread_busy_retries() - retries_before);
 
         match result {
             Ok(latency) => shared.record_build(settings.strategy, latency, syscalls_made),

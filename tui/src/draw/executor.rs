@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Paragraph, Wrap};
 
 use super::{label, panel, warning};
 use crate::format;
@@ -53,7 +53,10 @@ pub(super) fn draw_executor(frame: &mut Frame, area: Rect, executor: &ExecutorSt
         totals_line(executor),
         error_line(executor),
     ];
-    frame.render_widget(Paragraph::new(lines).block(panel(title)), area);
+    let paragraph = Paragraph::new(lines)
+        .block(panel(title))
+        .wrap(Wrap { trim: false });
+    frame.render_widget(paragraph, area);
 }
 
 fn totals_line(executor: &ExecutorStatus) -> Line<'static> {

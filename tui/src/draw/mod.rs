@@ -23,8 +23,9 @@ use mountscope_common::snapshot::Snapshot;
 
 /// Rows of the header above the panels.
 const HEADER_ROWS: u16 = 3;
-/// Rows of the executor and A/B row, title included.
-const EXECUTOR_ROWS: u16 = 7;
+/// Rows of the executor and A/B row, title included. The executor's last error gets the last
+/// two rows, so that the reason after a path fits at 120 columns.
+const EXECUTOR_ROWS: u16 = 8;
 
 /// Smallest terminal the dashboard fits. Below it, right-aligned figures would lose their
 /// leading digits, so the screen shows a request for a larger terminal instead.
@@ -37,7 +38,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
     if area.width < MIN_COLUMNS || area.height < MIN_ROWS {
         let message = format!(
             "mountscope needs a terminal of at least {MIN_COLUMNS}x{MIN_ROWS}; this one is \
-             {}x{}. Enlarge it, or press q to quit and use `mountscope record` for JSON.",
+             {}x{}. Enlarge it, or press q to quit and use `mountscope record` (or `record --connect` \
+             for an agent) for JSON Lines.",
             area.width, area.height
         );
         frame.render_widget(
