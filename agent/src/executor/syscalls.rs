@@ -37,7 +37,7 @@ struct MountAttr {
 
 thread_local! {
     static MOUNT_SYSCALLS: Cell<u64> = const { Cell::new(0) };
-    /// Where [`umount_when_free`] counts its repeated calls on this thread, if anywhere.
+    /// Counter of the calls that [`umount_when_free`] repeats on this thread, when one is set.
     static BUSY_RETRIES: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
 }
 
