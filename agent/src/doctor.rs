@@ -319,13 +319,10 @@ fn choose_tier(report: &Report) -> Tier {
     Tier {
         kind: TierKind::ContentionOnly,
         reason: format!(
-            "exact waits from lock:contention_*; no hold-time method loads (fentry: {}; \
-             kprobe: {}; perf_sampling: {})",
-            report.check("fentry").map_or("", |c| c.detail.as_str()),
-            report.check("kprobe").map_or("", |c| c.detail.as_str()),
-            report
-                .check("perf_sampling")
-                .map_or("", |c| c.detail.as_str()),
+            "exact waits from lock:contention_*; no hold-time method loads ({}; {}; {})",
+            reason_no("fentry"),
+            reason_no("kprobe"),
+            reason_no("perf_sampling"),
         ),
     }
 }
@@ -338,7 +335,7 @@ fn load_tracepoint(
 ) -> Result<(), (Status, String)> {
     let tp: &mut TracePoint = ebpf
         .program_mut(program)
-        .ok_or((Status::No, format!("program `{program}` missing")))?
+        .ok_or_else(|| (Status::No, format!("program `{program}` missing")))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
     tp.load()
@@ -401,27 +398,28 @@ fn check_tp_btf(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, (Status, Stri
 }
 
 fn check_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, (Status, String)> {
-    let p: &mut FExit = ebpf
-        .program_mut("fexit_down_write")
-        .ok_or((Status::No, "program `fexit_down_write` missing".to_string()))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
-    p.load("down_write", btf)
-        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
-    p.attach()
-        .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
-    Ok("fexit/down_write attached".into())
+    check_fexit(ebpf, btf, "fexit_down_write", "down_write")
 }
 
 /// Loads fexit on the mount syscall's function, as the loader does for every mount syscall.
 fn check_syscall_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, (Status, String)> {
     let function = format!("{SYSCALL_FUNCTION_PREFIX}mount");
+    check_fexit(ebpf, btf, "fexit_sys_mount", &function)
+}
+
+/// Loads the fexit program `program` on the kernel function `function` and attaches it.
+fn check_fexit(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    program: &str,
+    function: &str,
+) -> Result<String, (Status, String)> {
     let p: &mut FExit = ebpf
-        .program_mut("fexit_sys_mount")
-        .ok_or((Status::No, "program `fexit_sys_mount` missing".to_string()))?
+        .program_mut(program)
+        .ok_or_else(|| (Status::No, format!("program `{program}` missing")))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| (Status::No, e.to_string()))?;
-    p.load(&function, btf)
+    p.load(function, btf)
         .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
     p.attach()
         .map_err(|e| (Status::Refused, describe_program_error(&e)))?;
