@@ -163,25 +163,23 @@ pub(crate) fn umount(target: &Path, flags: libc::c_int) -> io::Result<()> {
 /// returned.
 pub(crate) fn umount_when_free(target: &Path) -> io::Result<()> {
     let mut pause = BUSY_FIRST_PAUSE;
-    for _ in 1..BUSY_TRIES {
+    let mut tries = 1;
+    loop {
         match umount(target, 0) {
-            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) && tries < BUSY_TRIES => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(BUSY_MAX_PAUSE);
+                tries += 1;
                 count_busy_retry();
+            }
+            Err(error) if error.raw_os_error() == Some(libc::EBUSY) => {
+                let message =
+                    format!("{error} after {BUSY_TRIES} tries in 0.5 s; a file may be open in it");
+                return Err(io::Error::new(error.kind(), message));
             }
             result => return result,
         }
     }
-    umount(target, 0).map_err(|error| {
-        if error.raw_os_error() != Some(libc::EBUSY) {
-            return error;
-        }
-        io::Error::new(
-            error.kind(),
-            format!("{error} after {BUSY_TRIES} tries in 0.5 s; a file may be open in it"),
-        )
-    })
 }
 
 /// Clones the mount at `path` into a detached mount with `open_tree(OPEN_TREE_CLONE)`.
