@@ -80,6 +80,13 @@ pub struct FilterArgs {
     pub sample_period_us: Option<u64>,
 }
 
+/// Returns the name that the command line uses for `value`, such as `b` or `none`.
+pub fn value_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
 /// Parses `--sample-period-us`: a whole number of microseconds within the allowed bounds.
 fn parse_sample_period_us(value: &str) -> Result<u64, String> {
     let bounds = format!("give {MIN_SAMPLE_PERIOD_US} to {MAX_SAMPLE_PERIOD_US} microseconds");
@@ -132,9 +139,7 @@ impl FilterArgs {
                 "--sample-period-us {period} has no effect with --hold-method {}: the period \
                  is the cpu-clock sampler's, which runs only with --hold-method auto or sample; \
                  drop --sample-period-us or use --hold-method sample",
-                self.hold_method
-                    .to_possible_value()
-                    .map_or_else(String::new, |v| v.get_name().to_string())
+                value_name(self.hold_method)
             );
         }
         if let Some(pid) = self.pid

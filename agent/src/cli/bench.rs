@@ -22,7 +22,7 @@ use mountscope_common::{
 use serde::Serialize;
 
 use super::{
-    args::{ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset},
+    args::{ExecutorArgs, FilterArgs, PRESET_FLAGS, Preset, value_name},
     record::seconds,
 };
 
@@ -157,9 +157,7 @@ fn host_mount_count() -> anyhow::Result<usize> {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(strategy) = args.executor.strategy {
-        let name = strategy
-            .to_possible_value()
-            .map_or_else(String::new, |v| v.get_name().to_string());
+        let name = value_name(strategy);
         anyhow::bail!(
             "--strategy {name} has no effect on bench, which runs the strategies that \
              --strategies names; use --strategies {name}"
