@@ -258,8 +258,8 @@ pub fn connect_conflicts() -> impl Iterator<Item = &'static str> {
     PROBE_FLAGS.into_iter().chain(EXECUTOR_FLAGS)
 }
 
-/// Ids of the executor options. `record` and `agent` start no executor without `--exec`, so
-/// there these options require it.
+/// Ids of the executor options. `record` and `agent` start no executor without `--exec`, so on
+/// those commands these options require it.
 pub const EXECUTOR_FLAGS: [&str; 12] = [
     "strategy",
     "layers",

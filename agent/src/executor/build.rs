@@ -90,7 +90,7 @@ pub(crate) struct ContainerDir {
     /// Whether the last overlay was detached instead of unmounted. A process with a file open
     /// inside it keeps it alive, with `upper` and `work` in use.
     overlay_detached: bool,
-    /// `upper` and `work` directories moved aside so far, which names the next pair.
+    /// Count of `upper` and `work` pairs moved aside so far, which also numbers the next one.
     retired: u64,
 }
 
@@ -133,7 +133,7 @@ impl ContainerDir {
 
     /// Moves `upper` and `work` to `retired/<n>/` and creates new ones. A detached overlay may
     /// still use the old pair, and overlayfs warns of undefined behaviour when a new overlay
-    /// shares them. The old pair goes when the builder's scratch tmpfs does.
+    /// shares them. The old pair is freed when the builder's scratch tmpfs is unmounted.
     fn retire_upper_and_work(&mut self) -> Result<(), ExecutorError> {
         let aside = self.root.join("retired").join(self.retired.to_string());
         create_dir(&aside)?;

@@ -41,8 +41,8 @@ thread_local! {
     static BUSY_RETRIES: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
 }
 
-/// Calls of `umount2` that [`umount_when_free`] makes on one target at most. The pause before
-/// each new try doubles from [`BUSY_FIRST_PAUSE`] up to [`BUSY_MAX_PAUSE`], about 0.5 s in all.
+/// Maximum `umount2` calls that [`umount_when_free`] makes on one target. The pause before each
+/// retry doubles from [`BUSY_FIRST_PAUSE`] up to [`BUSY_MAX_PAUSE`], about 0.5 s in all.
 const BUSY_TRIES: u32 = 30;
 const BUSY_FIRST_PAUSE: Duration = Duration::from_micros(200);
 const BUSY_MAX_PAUSE: Duration = Duration::from_millis(20);
@@ -53,7 +53,7 @@ pub(crate) fn thread_syscall_count() -> u64 {
 }
 
 /// Makes [`umount_when_free`] add each `umount2` call it repeats on the calling thread to
-/// `counter` at once, so that a reader sees it as soon as the kernel does.
+/// `counter` at once, so that readers see each call as soon as the probes count it.
 pub(crate) fn count_busy_retries_in(counter: Arc<AtomicU64>) {
     BUSY_RETRIES.with(|slot| *slot.borrow_mut() = Some(counter));
 }

@@ -29,8 +29,8 @@ const EXECUTOR_ROWS: u16 = 8;
 
 /// Smallest terminal the dashboard fits. Below it, right-aligned figures would lose their
 /// leading digits, so the screen shows a request for a larger terminal instead.
-pub const MIN_COLUMNS: u16 = 80;
-pub const MIN_ROWS: u16 = 20;
+const MIN_COLUMNS: u16 = 80;
+const MIN_ROWS: u16 = 20;
 
 /// Draws the whole screen for the state in `app`.
 pub fn draw(frame: &mut Frame, app: &App) {
